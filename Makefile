@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` and `make test`. Each installs what it needs into
+# the current Python environment first, so each works alone on a fresh clone.
+PYTHON ?= python3
+PYTEST = $(PYTHON) -m pytest
+
+.PHONY: setup run test test-unit test-notebooks lint notebooks clean
+
+# Install the package and its dev extra only when something it needs is missing or too old.
+setup:
+	@$(PYTHON) tools/check_install.py || $(PYTHON) -m pip install -e ".[dev]"
+
+# The main job: generate the shapes data, train the captioner and its blind baseline, score both.
+run: setup
+	$(PYTHON) -m velm_course.cli train
+
+test: setup
+	$(PYTEST) tests -q
+	$(PYTEST) --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
+
+test-unit: setup
+	$(PYTEST) tests -q
+
+test-notebooks: setup
+	$(PYTEST) --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
+
+# Re-execute every notebook top to bottom in the ci profile and store the outputs.
+notebooks: setup
+	$(PYTHON) tools/execute_notebooks.py notebooks/*.ipynb
+
+lint: setup
+	$(PYTHON) -m ruff check velm_course tests benchmarks tools notebooks data
+
+clean:
+	rm -rf runs .pytest_cache

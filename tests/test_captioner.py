@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from velm_course.captioner import Captioner, CaptionerConfig
+from velm_course.encoders import CNNEncoder, CNNEncoderConfig, build_image_encoder
+from velm_course.vocab import BOS, EOS, PAD
+
+
+def tiny(**kw) -> Captioner:
+    torch.manual_seed(0)
+    return Captioner(CaptionerConfig(vocab_size=12, d_model=32, n_layer=2, n_head=4, max_len=8, **kw)).eval()
+
+
+def test_encoder_returns_grid_and_pooled():
+    enc = CNNEncoder(CNNEncoderConfig(d_model=24, image_size=64))
+    grid, pooled = enc(torch.rand(2, 3, 64, 64))
+    assert grid.shape == (2, 64, 24) and pooled.shape == (2, 24)
+    torch.testing.assert_close(pooled, grid.mean(1))
+    assert build_image_encoder("small_cnn", 16, 128)(torch.rand(1, 3, 128, 128))[0].shape == (1, 256, 16)
+
+
+def test_encoder_errors():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        CNNEncoder(CNNEncoderConfig(image_size=36))
+    with pytest.raises(ValueError, match="expected images of 64"):
+        CNNEncoder(CNNEncoderConfig(image_size=64))(torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="unknown image encoder"):
+        build_image_encoder("resnet9000", 16, 64)
+
+
+def test_forward_shapes_and_loss_ignores_padding():
+    model = tiny()
+    images, idx = torch.rand(2, 3, 64, 64), torch.randint(3, 12, (2, 6))
+    targets = idx.roll(-1, 1)
+    logits, loss = model(images, idx, targets)
+    assert logits.shape == (2, 6, 12)
+    padded = targets.clone()
+    padded[:, 3:] = PAD
+    _, loss_padded = model(images, idx, padded)
+    expected = torch.nn.functional.cross_entropy(logits[:, :3].reshape(-1, 12), targets[:, :3].reshape(-1))
+    torch.testing.assert_close(loss_padded, expected)
+
+
+def test_decoder_is_causal_and_sees_the_image():
+    model = tiny()
+    images = torch.rand(2, 3, 64, 64)
+    idx = torch.randint(3, 12, (2, 6))
+    changed = idx.clone()
+    changed[:, 4:] = (changed[:, 4:] + 1) % 12
+    a, _ = model(images, idx)
+    b, _ = model(images, changed)
+    torch.testing.assert_close(a[:, :4], b[:, :4])  # the future does not leak backwards
+    c, _ = model(images.flip(0), idx)
+    assert not torch.allclose(a, c.flip(0).flip(0))  # different images, different predictions
+
+
+def test_blind_model_ignores_the_image():
+    model = tiny(blind=True)
+    idx = torch.randint(3, 12, (2, 5))
+    a, _ = model(torch.rand(2, 3, 64, 64), idx)
+    b, _ = model(torch.zeros(2, 3, 64, 64), idx)
+    torch.testing.assert_close(a, b)
+
+
+def test_greedy_generate_equals_step_by_step_argmax():
+    model = tiny()
+    images = torch.rand(3, 3, 64, 64)
+    out = model.generate(images)
+    for row in range(3):
+        idx = torch.tensor([[BOS]])
+        expected = []
+        for _ in range(model.config.max_len - 1):
+            logits, _ = model(images[row : row + 1], idx)
+            nxt = int(logits[0, -1].argmax())
+            expected.append(nxt)
+            idx = torch.cat([idx, torch.tensor([[nxt]])], 1)
+            if nxt == EOS:
+                break
+        got = out[row].tolist()
+        assert got[: len(expected)] == expected
+        assert all(t == PAD for t in got[len(expected):])  # finished captions are padded
+
+
+def test_too_long_prefix_raises():
+    with pytest.raises(ValueError, match="longer than max_len"):
+        tiny()(torch.rand(1, 3, 64, 64), torch.ones(1, 9, dtype=torch.long))
+
+
+def test_learns_to_tell_two_images_apart():
+    """Overfit two images to two captions: the model must use the picture to get both right."""
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig(vocab_size=8, d_model=32, n_layer=1, n_head=2, max_len=5, dropout=0.0))
+    images = torch.stack([torch.zeros(3, 64, 64), torch.ones(3, 64, 64)])
+    captions = torch.tensor([[BOS, 4, 5, EOS], [BOS, 4, 6, EOS]])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        _, loss = model(images, captions[:, :-1], captions[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert model.generate(images)[:, :3].tolist() == [[4, 5, EOS], [4, 6, EOS]]
