@@ -15,13 +15,13 @@ run: setup
 
 test: setup
 	$(PYTEST) tests -q
-	$(PYTEST) --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
+	$(PYTEST) --nbval --nbval-current-env notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
 
 test-unit: setup
 	$(PYTEST) tests -q
 
 test-notebooks: setup
-	$(PYTEST) --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
+	$(PYTEST) --nbval --nbval-current-env notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
 
 # Re-execute every notebook top to bottom in the ci profile and store the outputs.
 notebooks: setup
