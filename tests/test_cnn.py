@@ -17,15 +17,7 @@ from velm_course.cnn import (
     resnet50,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run these tests on one thread: on a busy two-core machine, two torch threads spin-wait
-    for each other and the training test gets many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _randomise_batchnorm(model: nn.Module, seed: int) -> None:

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import velm_course.cli as cli
-import velm_course.train as train_mod
 from velm_course.pipeline import configs_from_profile
 from velm_course.profiles import get_profile
 
@@ -48,22 +47,15 @@ def test_train_writes_a_complete_run_folder(data_env, capsys):
     assert (run / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_interrupted_train_resumes_from_its_checkpoint(data_env, monkeypatch):
+def test_interrupted_train_resumes_from_its_checkpoint(data_env, interrupt_training):
     runs = data_env / "runs"
-    real_sample = train_mod.sample_batch
-
-    def interrupt(data, step, cfg):
-        if step == 4:
-            raise KeyboardInterrupt
-        return real_sample(data, step, cfg)
-
-    monkeypatch.setattr(train_mod, "sample_batch", interrupt)
+    interrupt_training(4)
     assert cli.main(["train", "--runs-dir", str(runs), "--no-progress", *TINY]) == 130
     run = the_run(runs)
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
     assert not (run / "metrics.json").exists()
 
-    monkeypatch.setattr(train_mod, "sample_batch", real_sample)
+    interrupt_training(None)
     assert cli.main(["train", "--resume", str(run), "--no-progress"]) == 0
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 6 and [h["step"] for h in state["history"]] == [1, 2, 3, 4, 5, 6]

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-import velm_course.train as train_mod
 from velm_course.captioner import Captioner, CaptionerConfig
 from velm_course.train import CaptionTensors, TrainConfig, lr_at, sample_batch, train_captioner
 from velm_course.vocab import BOS, EOS
@@ -46,23 +45,16 @@ def test_loss_goes_down():
     assert last < 0.5 * first
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, interrupt_training):
     cfg = TrainConfig(steps=8, batch_size=4, warmup=2, checkpoint_every=3)
     reference = toy_model()
     ref_history = train_captioner(reference, toy_data(), cfg, checkpoint=tmp_path / "ref.pt", progress=False)
 
-    real_sample = train_mod.sample_batch
-
-    def interrupt_at_step_5(data, step, cfg):
-        if step == 5:
-            raise KeyboardInterrupt
-        return real_sample(data, step, cfg)
-
-    monkeypatch.setattr(train_mod, "sample_batch", interrupt_at_step_5)
+    interrupt_training(5)
     with pytest.raises(KeyboardInterrupt):
         train_captioner(toy_model(), toy_data(), cfg, checkpoint=tmp_path / "run.pt", progress=False)
     assert torch.load(tmp_path / "run.pt", weights_only=False)["step"] == 5  # saved on the way out
-    monkeypatch.setattr(train_mod, "sample_batch", real_sample)
+    interrupt_training(None)
 
     resumed = toy_model()  # a fresh process would start from a fresh model
     history = train_captioner(resumed, toy_data(), cfg, checkpoint=tmp_path / "run.pt", progress=False)

@@ -17,14 +17,7 @@ from velm_course.vit import (
     vit_state_dict_from_torchvision,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: two threads spin-wait for each other on a busy two-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _torchvision_vit() -> torch.nn.Module:
