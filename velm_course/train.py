@@ -130,7 +130,7 @@ def train_captioner(
     device = torch.device(cfg.device)
     model.to(device)
     # channels_last lets the CPU (oneDNN) and GPU (cuDNN) convolution kernels skip layout
-    # conversions; on 2 CPU cores it more than halves the encoder's time
+    # conversions: about 10% off a whole training step on 2 CPU cores (benchmarks/RESULTS.md)
     model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     history: list[dict] = []
