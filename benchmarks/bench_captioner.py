@@ -13,36 +13,14 @@ Prints a Markdown table for benchmarks/RESULTS.md, with peak memory on a GPU.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _timing import time_interleaved  # benchmarks/_timing.py
 from torch import nn
 
 from velm_course.attention import MultiHeadAttention
 from velm_course.captioner import Captioner, CaptionerConfig
 from velm_course.profiles import get_profile
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, timed in alternation after a warm-up."""
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def captioner_step(memory_format: torch.memory_format, profile, device: torch.device):

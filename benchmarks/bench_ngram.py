@@ -24,28 +24,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import time
 
 from velm_course.data.corpus import shakespeare_splits
-from velm_course.ngram import BOS, EOS, UNK, NGramConfig, NGramLM
+from velm_course.ngram import BOS, EOS, UNK, NGramConfig, NGramLM, tokenize_sentences
 
 ORDER = 3
-TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)*|[.,!?;:]")  # words (with inner apostrophes), punctuation
-
-
-def tokenize(text: str) -> list[list[str]]:
-    """Sentences of lower-cased tokens; title lines (=== ... ===) are dropped."""
-    body = "\n".join(line for line in text.lower().splitlines() if not line.startswith("==="))
-    sentences, current = [], []
-    for tok in TOKEN.findall(body):
-        current.append(tok)
-        if tok in ".!?":
-            sentences.append(current)
-            current = []
-    if current:
-        sentences.append(current)
-    return sentences
 
 
 def nltk_ngrams(sentences: list[list[str]], vocab: set[str]):
@@ -65,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     splits = shakespeare_splits()
-    train, held_out = tokenize(splits["train"]), tokenize(splits["val"])[: args.held_out]
+    train, held_out = tokenize_sentences(splits["train"]), tokenize_sentences(splits["val"])[: args.held_out]
     n_train = sum(len(s) + 1 for s in train)  # predicted tokens, </s> included
     n_held = sum(len(s) + 1 for s in held_out)
     print(f"train: {len(train)} sentences, {n_train} predicted tokens; "

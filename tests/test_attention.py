@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from velm_course.attention import MLP, MultiHeadAttention
+from velm_course.attention import MLP, KVCache, MultiHeadAttention
 
 
 def reference(ours: MultiHeadAttention, d_model: int, n_head: int) -> nn.MultiheadAttention:
@@ -51,3 +51,30 @@ def test_bad_head_count_and_mlp_shape():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)
     assert MLP(8)(torch.randn(2, 3, 8)).shape == (2, 3, 8)
+
+
+def test_kv_cache_attention_equals_full():
+    torch.manual_seed(2)
+    mha = MultiHeadAttention(8, 2).double()
+    x = torch.randn(1, 7, 8, dtype=torch.double)
+    cache = KVCache()
+    parts = [mha(x[:, :3], causal=True, cache=cache)]  # a prompt of 3, then 2 + 1 + 1 tokens
+    parts += [mha(x[:, 3:5], causal=True, cache=cache), mha(x[:, 5:6], causal=True, cache=cache)]
+    parts.append(mha(x[:, 6:], causal=True, cache=cache))
+    assert len(cache) == 7
+    torch.testing.assert_close(torch.cat(parts, dim=1), mha(x, causal=True))
+    with pytest.raises(ValueError, match="cross-attention"):
+        mha(x, memory=x, cache=KVCache())
+
+
+def test_mlp_activation_and_bias_options():
+    torch.manual_seed(3)
+    mlp = MLP(6, activation="gelu_tanh").double()
+    x = torch.randn(2, 4, 6, dtype=torch.double)
+    h = mlp.fc(x)
+    # GPT-2's tanh approximation of GELU, written out
+    gelu_tanh = 0.5 * h * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (h + 0.044715 * h**3)))
+    torch.testing.assert_close(mlp(x), mlp.proj(gelu_tanh))
+    assert MLP(6, bias=False).fc.bias is None and MultiHeadAttention(6, 2, bias=False).q_proj.bias is None
+    with pytest.raises(ValueError, match="unknown activation"):
+        MLP(6, activation="swish")

@@ -2,30 +2,12 @@ import pytest
 import torch
 
 from velm_course.captioner import Captioner, CaptionerConfig
-from velm_course.encoders import CNNEncoder, CNNEncoderConfig, build_image_encoder
 from velm_course.vocab import BOS, EOS, PAD
 
 
 def tiny(**kw) -> Captioner:
     torch.manual_seed(0)
     return Captioner(CaptionerConfig(vocab_size=12, d_model=32, n_layer=2, n_head=4, max_len=8, **kw)).eval()
-
-
-def test_encoder_returns_grid_and_pooled():
-    enc = CNNEncoder(CNNEncoderConfig(d_model=24, image_size=64))
-    grid, pooled = enc(torch.rand(2, 3, 64, 64))
-    assert grid.shape == (2, 64, 24) and pooled.shape == (2, 24)
-    torch.testing.assert_close(pooled, grid.mean(1))
-    assert build_image_encoder("small_cnn", 16, 128)(torch.rand(1, 3, 128, 128))[0].shape == (1, 256, 16)
-
-
-def test_encoder_errors():
-    with pytest.raises(ValueError, match="multiple of 8"):
-        CNNEncoder(CNNEncoderConfig(image_size=36))
-    with pytest.raises(ValueError, match="expected images of 64"):
-        CNNEncoder(CNNEncoderConfig(image_size=64))(torch.rand(1, 3, 32, 32))
-    with pytest.raises(ValueError, match="unknown image encoder"):
-        build_image_encoder("resnet9000", 16, 64)
 
 
 def test_forward_shapes_and_loss_ignores_padding():

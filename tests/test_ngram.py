@@ -436,3 +436,27 @@ def test_bad_data():
         lm.perplexity([])
     with pytest.raises(ValueError, match="MLE is undefined"):
         NGramLM(NGramConfig(order=2, smoothing="mle")).fit(TOY).perplexity([["zebra"]])
+
+
+# --- tokenizer --------------------------------------------------------------------------------
+
+
+def test_tokenize_sentences_hand_worked():
+    from velm_course.ngram import tokenize_sentences
+
+    text = ("=== Macbeth ===\n\nFirst Witch.\nWhen shall we three meet again?\n"
+            "In thunder--lightning, or in rain! 'Tis 1 o'er-long; I'll go\n")
+    assert tokenize_sentences(text) == [
+        ["first", "witch", "."],  # the title line is gone; a speaker name ends in "."
+        ["when", "shall", "we", "three", "meet", "again", "?"],
+        ["in", "thunder", "lightning", ",", "or", "in", "rain", "!"],
+        # a leading apostrophe and digits are dropped, inner apostrophes kept; no final
+        # . ! ? still closes the last sentence
+        ["tis", "o'er", "long", ";", "i'll", "go"],
+    ]
+    assert tokenize_sentences("") == [] and tokenize_sentences("=== T ===\n\n") == []
+    # Round trip on text that is already tokenized: joining and re-tokenizing is the identity.
+    sents = tokenize_sentences(text)
+    assert tokenize_sentences(" ".join(w for s in sents for w in s)) == sents
+    with pytest.raises(TypeError, match="one string"):
+        tokenize_sentences(["to", "be"])

@@ -62,9 +62,12 @@ def test_interrupted_train_resumes_from_its_checkpoint(data_env, interrupt_train
     assert (run / "metrics.json").exists()
 
 
-def test_resume_needs_a_run_folder(data_env):
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        cli.main(["train", "--resume", str(data_env / "nowhere"), "--no-progress"])
+def test_bad_input_is_a_clear_error(data_env, monkeypatch, capsys):
+    assert cli.main(["train", "--resume", str(data_env / "nowhere"), "--no-progress"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    monkeypatch.setenv("VELM_PROFILE", "huge")
+    assert cli.main(["train", "--no-progress"]) == 2
+    assert "unknown profile 'huge'" in capsys.readouterr().err
 
 
 def test_fetch_command_calls_the_downloader(monkeypatch, tmp_path, capsys):

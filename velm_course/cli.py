@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run `velm-course train --resume <run folder>` to continue", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError) as err:  # bad settings or missing data: say what, no traceback
+        print(f"velm-course: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -181,6 +181,21 @@ class ResNet(nn.Module):
                         specs.append(_conv_spec(conv))
         return specs
 
+    def stage_receptive_fields(self) -> dict[str, tuple[int, int, float]]:
+        """``{"stem": ..., "layer1": ..., ...}``: (size, jump, start) at the end of each stage.
+
+        The stem is the 7x7/2 conv and the 3x3/2 max-pool; a stage ends after the last conv
+        of its last block (the shortcuts are skipped, as in ``receptive_field_layers``).
+        """
+        fields = receptive_field(self.receptive_field_layers())
+        out = {"stem": fields[1]}
+        i = 1  # index of the last spec of the previous stage
+        for s in range(self.num_stages):
+            blocks = getattr(self, f"layer{s + 1}")
+            i += sum(3 if hasattr(b, "conv3") else 2 for b in blocks)  # main-path convs
+            out[f"layer{s + 1}"] = fields[i]
+        return out
+
 
 def resnet18(num_classes: int = 1000, **kwargs) -> ResNet:
     """ResNet-18: basic blocks, 2-2-2-2."""
@@ -266,19 +281,14 @@ def layer_specs(model: nn.Module) -> list[tuple[int, int, int, int]]:
     ]
 
 
-def empirical_receptive_field(
-    model: nn.Module, input_size: int = 64, in_channels: int = 3
-) -> tuple[int, int, tuple[int, int]]:
-    """Measure which input pixels influence the centre output unit, using the gradient.
+def input_gradient_map(model: nn.Module, input_size: int = 64, in_channels: int = 3) -> torch.Tensor:
+    """|d centre unit / d input pixel|, summed over input channels: an (S, S) map.
 
-    We run a (1, C, S, S) input through the model, pick the output unit in the middle of the
-    first channel's map, and backpropagate from it alone. Input pixels whose gradient is
-    non-zero are the ones it depends on. Returns ``(height, width, (row, col))``: the size of
-    the bounding box of those pixels and its top-left corner.
-
-    Caveats: max-pool and ReLU only pass gradient to some inputs, so for the empirical
-    field to match the theoretical one use linear layers with positive weights. The field
-    must also fit in the input, or the border cuts it. The model is put in eval mode.
+    We run a (1, C, S, S) input of ones through the model, pick the output unit in the middle
+    of the first channel's map, and backpropagate from it alone. Non-zero entries are the
+    pixels the unit depends on; their size shows how much each one matters (the "effective"
+    receptive field, which is peaked in the middle: more paths lead there).
+    The model is put in eval mode.
     """
     model = model.eval()
     x = torch.ones(1, in_channels, input_size, input_size, dtype=torch.float64, requires_grad=True)
@@ -289,7 +299,23 @@ def empirical_receptive_field(
         raise ValueError(f"the model must return a (B, C, h, w) feature map, got {tuple(y.shape)}")
     h, w = y.shape[-2:]
     y[0, 0, h // 2, w // 2].backward()
-    touched = x.grad[0].abs().sum(dim=0) > 0  # (S, S) which pixels influence the unit
+    return x.grad[0].abs().sum(dim=0)  # (S, S)
+
+
+def empirical_receptive_field(
+    model: nn.Module, input_size: int = 64, in_channels: int = 3
+) -> tuple[int, int, tuple[int, int]]:
+    """Measure which input pixels influence the centre output unit, using the gradient.
+
+    Input pixels whose gradient (``input_gradient_map``) is non-zero are the ones the centre
+    unit depends on. Returns ``(height, width, (row, col))``: the size of the bounding box of
+    those pixels and its top-left corner.
+
+    Caveats: max-pool and ReLU only pass gradient to some inputs, so for the empirical
+    field to match the theoretical one use linear layers with positive weights. The field
+    must also fit in the input, or the border cuts it. The model is put in eval mode.
+    """
+    touched = input_gradient_map(model, input_size, in_channels) > 0  # (S, S)
     rows = torch.nonzero(touched.any(dim=1)).flatten()
     cols = torch.nonzero(touched.any(dim=0)).flatten()
     if len(rows) == 0:
@@ -351,3 +377,171 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x).mean(dim=(2, 3))  # (B, C): global average pool
         return self.head(self.dropout(x))  # (B, num_classes)
+
+
+# -----------------------------------------------------------------------------
+# Regions: R-CNN style per-object features, and an object-attribute classifier
+#
+# More shape letters:
+#     K  regions (boxes) over the whole batch
+#     oh, ow  size of the pooled grid of each region
+#     N  examples (object crops) in a dataset
+
+
+def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """COCO boxes ``[x, y, w, h]`` (top-left corner, size) to corners ``[x0, y0, x1, y1]``.
+
+    >>> xywh_to_xyxy(torch.tensor([[2.0, 3.0, 4.0, 5.0]])).tolist()
+    [[2.0, 3.0, 6.0, 8.0]]
+    """
+    boxes = torch.as_tensor(boxes, dtype=torch.float32)
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"expected boxes of shape (K, 4), got {tuple(boxes.shape)}")
+    return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)  # (K, 4)
+
+
+def roi_features(
+    features: torch.Tensor,
+    boxes: Sequence[torch.Tensor],
+    output_size: int | tuple[int, int] = 7,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+) -> torch.Tensor:
+    """Pool a fixed-size (C, oh, ow) grid of features for every box: RoIAlign.
+
+    ``features`` is (B, C, h, w); ``boxes[b]`` is a (K_b, 4) tensor of ``[x0, y0, x1, y1]``
+    corners in *image* pixels for image b. ``spatial_scale`` maps image pixels to feature
+    cells (1/8 for a map 8 times smaller than the image). Each box is cut into oh x ow bins
+    and each bin is the mean of a few bilinear samples, so no box edge is rounded to the
+    grid (that rounding is what RoIAlign fixed in the older RoIPool). With
+    ``spatial_scale=1`` on an image this is crop-and-resize. Returns (K, C, oh, ow), boxes of
+    image 0 first.
+
+    >>> img = torch.arange(16.0).view(1, 1, 4, 4)
+    >>> roi_features(img, [torch.tensor([[1.0, 1.0, 3.0, 3.0]])], 2, sampling_ratio=1)[0, 0].tolist()
+    [[5.0, 6.0], [9.0, 10.0]]
+    """
+    from torchvision.ops import roi_align  # heavy import only where it is needed
+
+    if features.dim() != 4:
+        raise ValueError(f"expected features of shape (B, C, h, w), got {tuple(features.shape)}")
+    if len(boxes) != features.shape[0]:
+        raise ValueError(f"got {len(boxes)} box tensors for a batch of {features.shape[0]} images")
+    for b in boxes:
+        if b.dim() != 2 or b.shape[1] != 4:
+            raise ValueError(f"each box tensor must be (K, 4) [x0, y0, x1, y1], got {tuple(b.shape)}")
+        if (b[:, 2:] <= b[:, :2]).any():
+            raise ValueError("every box needs x1 > x0 and y1 > y0")
+    boxes = [b.to(features.dtype) for b in boxes]
+    # aligned=True: a pixel's value sits at its centre (i + 0.5), so a box from pixel 1 to
+    # pixel 3 covers exactly pixels 1 and 2, with no half-pixel shift
+    return roi_align(features, boxes, output_size, spatial_scale=spatial_scale,
+                     sampling_ratio=sampling_ratio, aligned=True)  # (K, C, oh, ow)
+
+
+ATTRIBUTES = ("shape", "color")  # what object_crops can label an object with
+
+
+def object_crops(
+    root, split: str, attribute: str = "shape", size: int = 24, margin: int = 2,
+    limit: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """One (3, size, size) crop per object of a generated shapes split, with its label.
+
+    The boxes come from the annotations (``captions_<split>.json`` lists each image's
+    ``objects``), widened by ``margin`` pixels so the shape's outline is visible, and
+    resized to ``size`` with ``roi_features``. Resizing removes the object's size, so the
+    labels are its ``"shape"`` or its ``"color"``. ``limit`` keeps only the first images.
+    Returns ``(crops (N, 3, size, size) in [0, 1], labels (N,), class names)``.
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from velm_course.data.shapes import COLORS, SHAPES
+
+    if attribute not in ATTRIBUTES:
+        raise ValueError(f"attribute must be one of {ATTRIBUTES}, got {attribute!r}")
+    if size < 1 or margin < 0:
+        raise ValueError(f"need size >= 1 and margin >= 0, got size={size}, margin={margin}")
+    root = Path(root)
+    ann_file = root / "annotations" / f"captions_{split}.json"
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"no annotations for split {split!r} ({ann_file.name}) in the dataset")
+    classes = list(SHAPES) if attribute == "shape" else list(COLORS)
+    crops, labels = [], []
+    for info in json.loads(ann_file.read_text())["images"][:limit]:
+        if not info["objects"]:
+            continue
+        image = np.array(Image.open(root / "images" / split / info["file_name"]).convert("RGB"))
+        x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None]  # (1, 3, H, W)
+        boxes = xywh_to_xyxy(torch.tensor([o["bbox"] for o in info["objects"]], dtype=torch.float32))
+        boxes = boxes + torch.tensor([-margin, -margin, margin, margin])  # (K, 4) widened
+        crops.append(roi_features(x, [boxes], size))  # (K, 3, size, size)
+        labels += [classes.index(o[attribute]) for o in info["objects"]]
+    if not crops:
+        raise ValueError(f"split {split!r} has no objects")
+    return torch.cat(crops), torch.tensor(labels), classes
+
+
+def train_classifier(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 3, batch_size: int = 64,
+    lr: float = 3e-3, seed: int = 0, progress: bool = True,
+) -> list[float]:
+    """Minibatch AdamW on cross-entropy, with a cosine learning-rate decay; returns the losses.
+
+    The batch order comes from a generator seeded with ``seed``, so a run is repeatable
+    (seed torch too, before building the model, for the same initial weights).
+    """
+    from tqdm.auto import tqdm
+
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need as many labels as examples (and at least one), got {len(x)} and {len(y)}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs and batch_size must be >= 1")
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps_per_epoch = (len(x) + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    losses = []
+    model.train()
+    bar = tqdm(total=epochs * steps_per_epoch, desc="training", disable=not progress)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+    bar.close()
+    model.eval()  # BN switches to its running statistics, dropout turns off
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The arg-max class of every example, in eval mode, in batches: (N,) long."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)])
+
+
+def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``m[i, j]`` = how many examples of true class i were predicted as class j.
+
+    >>> confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2).tolist()
+    [[1, 0], [1, 1]]
+    """
+    y_true, y_pred = torch.as_tensor(y_true).long(), torch.as_tensor(y_pred).long()
+    if y_true.shape != y_pred.shape or y_true.dim() != 1:
+        raise ValueError("y_true and y_pred must be 1-D and of the same length")
+    if len(y_true) and (min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes})")
+    # each (true, pred) pair is one cell of a K x K grid, numbered true * K + pred
+    counts = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes**2)
+    return counts.view(num_classes, num_classes)  # (K, K)

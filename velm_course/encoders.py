@@ -6,8 +6,19 @@ Every encoder in the course returns
     pooled: (B, D)     one vector for the whole image
 
 so fusion modules and caption decoders never care which encoder sits in front of them.
-Encoders also carry the input size and the normalisation they expect, and take images as
-float tensors in [0, 1]; they normalise internally.
+Encoders carry the input size and the normalisation they expect, take float images in
+[0, 1] with 1, 3 or 4 channels (grayscale is repeated, alpha dropped) and normalise inside.
+
+Encoders by name (``build_image_encoder``):
+
+    small_cnn            the course's small CNN (below): an 8×8 grid for 64 px images; trains on a CPU
+    course_vit           the course's own ViT (velm_course.vit): patch tokens, class token pooled
+    resnet18, resnet50   torchvision ResNets: the last feature map is the grid
+    vit_b_16             torchvision's ViT-B/16: patch tokens, class token pooled
+
+``pretrained=True`` loads torchvision's ImageNet weights where they can be downloaded (Colab,
+a workstation). Where they cannot (no internet) it raises a clear error, or, only when asked
+with ``fallback_to_random=True``, warns loudly and continues from random weights.
 
 Shape letters: B batch, C channels, H/W height/width, N = h*w grid tokens, D feature width.
 
@@ -19,10 +30,40 @@ Shape letters: B batch, C channels, H/W height/width, N = h*w grid tokens, D fea
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb
+
+ENCODER_NAMES = ("small_cnn", "course_vit", "resnet18", "resnet50", "vit_b_16")
+
+
+class ImageEncoder(nn.Module):
+    """What every encoder shares: 3-channel conversion, a size check, normalisation.
+
+    Subclasses implement ``features(x) -> (grid, pooled)`` on normalised images.
+    """
+
+    def __init__(self, image_size: int, mean, std, out_dim: int):
+        super().__init__()
+        self.image_size = image_size  # expected input side
+        self.out_dim = out_dim  # D of the grid and pooled outputs
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = to_rgb(images)
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"expected images of {self.image_size}×{self.image_size}, got {tuple(images.shape[-2:])}"
+            )
+        return self.features((images - self.mean) / self.std)
 
 
 @dataclass
@@ -43,7 +84,7 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-class CNNEncoder(nn.Module):
+class CNNEncoder(ImageEncoder):
     """Five 3×3 conv layers, three of stride 2: a 64×64 image becomes an 8×8 grid of D-wide tokens.
 
     Channels stay narrow while the resolution is high (16 at 1/2 scale), because full-size
@@ -55,52 +96,155 @@ class CNNEncoder(nn.Module):
     """
 
     def __init__(self, config: CNNEncoderConfig):
-        super().__init__()
+        if config.image_size % 8:
+            raise ValueError(f"image_size={config.image_size} must be a multiple of 8")
+        super().__init__(config.image_size, config.mean, config.std, config.d_model)
         self.config = config
         w1, w2, w3, w4 = config.widths
-        self.features = nn.Sequential(
+        self.conv_stack = nn.Sequential(
             conv_bn_relu(3, w1, stride=2),  # (B, w1, S/2, S/2)
             conv_bn_relu(w1, w2, stride=2),  # (B, w2, S/4, S/4)
             conv_bn_relu(w2, w3),  # (B, w3, S/4, S/4)
             conv_bn_relu(w3, w4, stride=2),  # (B, w4, S/8, S/8)
             conv_bn_relu(w4, config.d_model),  # (B, D, S/8, S/8)
         )
-        if config.image_size % 8:
-            raise ValueError(f"image_size={config.image_size} must be a multiple of 8")
-        side = config.image_size // 8
-        self.grid_side = side
-        self.pos_emb = nn.Parameter(torch.zeros(1, side * side, config.d_model))
+        self.grid_side = config.image_size // 8
+        self.pos_emb = nn.Parameter(torch.zeros(1, self.grid_side**2, config.d_model))
         nn.init.normal_(self.pos_emb, std=0.02)
-        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
-    @property
-    def out_dim(self) -> int:
-        return self.config.d_model
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.conv_stack(x)  # (B, D, h, w)
+        grid = fmap.flatten(2).transpose(1, 2) + self.pos_emb  # (B, h*w, D) = (B, N, D)
+        return grid, grid.mean(dim=1)  # pooled: (B, D)
+
+
+class CourseViTEncoder(ImageEncoder):
+    """The course's ViT (velm_course.vit) as an encoder: patch tokens and the class token."""
+
+    def __init__(self, d_model: int = 128, image_size: int = 64, patch_size: int = 8, n_layer: int = 4,
+                 n_head: int = 4):
+        super().__init__(image_size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), d_model)
+        from .vit import ViT, ViTConfig
+
+        self.vit = ViT(ViTConfig(image_size=image_size, patch_size=patch_size, d_model=d_model,
+                                 n_layer=n_layer, n_head=n_head, mlp_dim=4 * d_model, num_classes=0))
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.vit.forward_features(x)
+        return out.patch_tokens, out.cls_token  # (B, N, D), (B, D)
+
+
+def load_torchvision_weights(arch: str, pretrained: bool, fallback_to_random: bool) -> dict | None:
+    """torchvision's ImageNet state dict for ``arch``, or None for random initialisation.
+
+    The download goes through torchvision's weights API and its cache (~/.cache/torch).
+    """
+    if not pretrained:
+        return None
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    try:
+        return weights.get_state_dict(progress=True)
+    except Exception as err:  # no network, a proxy, a truncated cache file...
+        message = (f"could not load torchvision's ImageNet weights for {arch} ({type(err).__name__}: {err}). "
+                   "Without internet use pretrained=False, or fallback_to_random=True to continue "
+                   "from random weights.")
+        if not fallback_to_random:
+            raise RuntimeError(message) from err
+        warnings.warn(message + " Continuing from RANDOM weights.", stacklevel=3)
+        return None
+
+
+class TorchvisionResNetEncoder(ImageEncoder):
+    """A torchvision ResNet: its last feature map (B, 512 or 2048, h, w) becomes the grid."""
+
+    def __init__(self, arch: str = "resnet50", image_size: int = 224, pretrained: bool = False,
+                 fallback_to_random: bool = False):
+        import torchvision
+
+        net = torchvision.models.get_model(arch, weights=None)
+        super().__init__(image_size, IMAGENET_MEAN, IMAGENET_STD, net.fc.in_features)
+        state = load_torchvision_weights(arch, pretrained, fallback_to_random)
+        if state is not None:
+            net.load_state_dict(state)
+        net.fc = nn.Identity()  # the ImageNet classifier is not part of an encoder
+        self.net = net
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        fmap = n.layer4(n.layer3(n.layer2(n.layer1(x))))  # (B, D, h, w)
+        grid = fmap.flatten(2).transpose(1, 2)  # (B, N, D)
+        return grid, grid.mean(dim=1)  # the grid's mean is ResNet's own global average pool
+
+
+class TorchvisionViTEncoder(ImageEncoder):
+    """torchvision's ViT: patch tokens as the grid, the final class token as the pooled vector."""
+
+    def __init__(self, arch: str = "vit_b_16", image_size: int = 224, pretrained: bool = False,
+                 fallback_to_random: bool = False):
+        import torchvision
+
+        state = load_torchvision_weights(arch, pretrained, fallback_to_random)
+        if state is not None and image_size != 224:
+            raise ValueError(f"pretrained {arch} expects 224×224 images, got image_size={image_size}")
+        net = torchvision.models.get_model(arch, weights=None, image_size=image_size)
+        if state is not None:
+            net.load_state_dict(state)
+        super().__init__(image_size, IMAGENET_MEAN, IMAGENET_STD, net.hidden_dim)
+        net.heads = nn.Identity()
+        self.net = net
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.net
+        x = n._process_input(x)  # (B, N, D): the patch embedding
+        cls = n.class_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
+        x = n.encoder(torch.cat([cls, x], dim=1))  # (B, 1 + N, D), final LayerNorm included
+        return x[:, 1:], x[:, 0]
+
+
+class Projected(nn.Module):
+    """An encoder followed by one linear map to ``d_model``, for grid and pooled alike."""
+
+    def __init__(self, encoder: ImageEncoder, d_model: int):
+        super().__init__()
+        self.encoder = encoder
+        self.proj = nn.Linear(encoder.out_dim, d_model)
+        self.image_size, self.out_dim = encoder.image_size, d_model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if images.shape[-2:] != (self.config.image_size, self.config.image_size):
-            raise ValueError(
-                f"expected images of {self.config.image_size}×{self.config.image_size}, got {tuple(images.shape[-2:])}"
-            )
-        x = (images - self.mean) / self.std
-        fmap = self.features(x)  # (B, D, h, w)
-        grid = fmap.flatten(2).transpose(1, 2)  # (B, h*w, D) = (B, N, D)
-        grid = grid + self.pos_emb
-        pooled = grid.mean(dim=1)  # (B, D)
-        return grid, pooled
+        grid, pooled = self.encoder(images)
+        return self.proj(grid), self.proj(pooled)
 
 
-ENCODERS = {"small_cnn": (CNNEncoderConfig, CNNEncoder)}
+def build_image_encoder(
+    name: str,
+    d_model: int | None = None,
+    image_size: int | None = None,
+    pretrained: bool = False,
+    fallback_to_random: bool = False,
+) -> nn.Module:
+    """The encoder called ``name`` (see the module docstring).
 
-
-def build_image_encoder(name: str, d_model: int, image_size: int) -> nn.Module:
-    """The encoder called ``name``, sized for ``d_model``-wide tokens and ``image_size`` inputs.
+    Its outputs are projected to ``d_model`` when that differs from the backbone's width;
+    ``image_size`` defaults to 64 for the course's encoders and 224 for torchvision's.
 
     >>> build_image_encoder("small_cnn", d_model=64, image_size=64).grid_side
     8
     """
-    if name not in ENCODERS:
-        raise ValueError(f"unknown image encoder {name!r}; choose from {sorted(ENCODERS)}")
-    config_cls, encoder_cls = ENCODERS[name]
-    return encoder_cls(config_cls(d_model=d_model, image_size=image_size))
+    if name == "small_cnn":
+        if pretrained:
+            raise ValueError("small_cnn has no pretrained weights: it trains from scratch in minutes")
+        return CNNEncoder(CNNEncoderConfig(d_model=d_model or 128, image_size=image_size or 64))
+    if name == "course_vit":
+        if pretrained:
+            raise ValueError("course_vit has no pretrained weights; use vit_b_16 for ImageNet weights")
+        return CourseViTEncoder(d_model=d_model or 128, image_size=image_size or 64)
+    if name in ("resnet18", "resnet50"):
+        encoder = TorchvisionResNetEncoder(name, image_size or 224, pretrained, fallback_to_random)
+    elif name == "vit_b_16":
+        encoder = TorchvisionViTEncoder(name, image_size or 224, pretrained, fallback_to_random)
+    else:
+        raise ValueError(f"unknown image encoder {name!r}; choose from {ENCODER_NAMES}")
+    return encoder if d_model in (None, encoder.out_dim) else Projected(encoder, d_model)

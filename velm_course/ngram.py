@@ -44,6 +44,7 @@ n the model order, V the vocabulary size, C_m the number of distinct contexts at
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ BOS = "<s>"
 EOS = "</s>"
 UNK = "<unk>"
 SMOOTHINGS = ("mle", "add_k", "kneser_ney")
+# A word is letters with optional inner apostrophes ("o'er", "i'll"); . , ! ? ; : are tokens of
+# their own. Everything else (digits, dashes, brackets, quotes) is dropped.
+WORD_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)*|[.,!?;:]")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,32 @@ class NGramConfig:
             raise ValueError(f"discount must lie in (0, 1), got {self.discount!r}")
         if not isinstance(self.min_count, int) or self.min_count < 1:
             raise ValueError(f"min_count must be an integer >= 1, got {self.min_count!r}")
+
+
+# --- text to sentences ------------------------------------------------------------------------
+
+
+def tokenize_sentences(text: str) -> list[list[str]]:
+    """Lower-case ``text``, split it into word and punctuation tokens, and cut it into
+    sentences after every ``.``, ``!`` or ``?``. Lines starting with ``===`` (the corpus's
+    work titles) are dropped. Notebook 01 and ``benchmarks/bench_ngram.py`` read the Shakespeare
+    splits this way.
+
+    >>> tokenize_sentences("=== Hamlet ===\\nTo be, or not to be? O'er-hasty\\n")
+    [['to', 'be', ',', 'or', 'not', 'to', 'be', '?'], ["o'er", 'hasty']]
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected the text as one string, got {type(text).__name__}")
+    body = "\n".join(line for line in text.lower().splitlines() if not line.startswith("==="))
+    sentences, current = [], []
+    for tok in WORD_TOKEN.findall(body):
+        current.append(tok)
+        if tok in ".!?":
+            sentences.append(current)
+            current = []
+    if current:  # text that does not end with . ! ? still makes a last sentence
+        sentences.append(current)
+    return sentences
 
 
 # --- the math, as pure functions -------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""Our written-out RNN/LSTM/GRU against torch.nn given the same weights; the MLP LM against a
+hand computation; the training and gradient-inspection helpers against direct computations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from velm_course.rnn import (
+    MLPLM,
+    RNN,
+    RNNLM,
+    MLPLMConfig,
+    RNNLMConfig,
+    hidden_grad_norms,
+    sample_next,
+    train_step,
+)
+
+TORCH_RNNS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def _pair(cell: str, input_size=5, hidden=7, layers=2, seed=0):
+    torch.manual_seed(seed)
+    ref = TORCH_RNNS[cell](input_size, hidden, num_layers=layers, batch_first=True).double()
+    ours = RNN(cell, input_size, hidden, layers).double().load_torch_weights(ref)
+    return ours, ref
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("given_state", [False, True])
+def test_matches_torch_nn(cell, given_state):
+    ours, ref = _pair(cell)
+    x = torch.randn(3, 6, 5, dtype=torch.double)
+    state = None
+    if given_state:
+        h0 = torch.randn(2, 3, 7, dtype=torch.double)
+        state = (h0, torch.randn(2, 3, 7, dtype=torch.double)) if cell == "lstm" else h0
+    out, final = ours(x, state)
+    ref_out, ref_final = ref(x, state)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-6)
+    if cell == "lstm":
+        for a, b in zip(final, ref_final, strict=True):  # h_n and c_n
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    else:
+        torch.testing.assert_close(final, ref_final, rtol=0, atol=1e-6)
+
+
+def test_same_parameter_shapes_as_torch_and_bad_input():
+    ours, ref = _pair("lstm")
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    with pytest.raises(ValueError, match="unknown cell"):
+        RNN("transformer", 4, 4)
+    with pytest.raises(ValueError, match="unknown cell"):
+        RNNLM(RNNLMConfig(vocab_size=5, cell="Lstm"))
+    with pytest.raises(ValueError, match="dropout"):
+        RNNLM(RNNLMConfig(vocab_size=5, dropout=1.0))
+    with pytest.raises(ValueError, match="GRU"):
+        RNN("gru", 5, 7, 2).load_torch_weights(nn.LSTM(5, 7, 2, batch_first=True))
+    with pytest.raises(ValueError, match="one-directional"):
+        RNN("gru", 5, 7, 2).load_torch_weights(nn.GRU(5, 7, 2, batch_first=True, bidirectional=True))
+
+
+def test_lm_with_torch_weights_gives_torch_logits():
+    torch.manual_seed(3)
+    cfg = RNNLMConfig(vocab_size=11, cell="gru", n_embd=4, n_hidden=6, n_layer=2)
+    lm = RNNLM(cfg).double()
+    ref = nn.GRU(4, 6, 2, batch_first=True).double()
+    lm.rnn.load_torch_weights(ref)
+    idx = torch.randint(0, 11, (2, 9))
+    expected = lm.out(ref(lm.tok_emb(idx))[0])
+    torch.testing.assert_close(lm(idx)[0], expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_lm_loss_and_greedy_generation(cell):
+    torch.manual_seed(1)
+    lm = RNNLM(RNNLMConfig(vocab_size=13, cell=cell, n_embd=6, n_hidden=10, n_layer=2)).double().eval()
+    idx, targets = torch.randint(0, 13, (4, 8)), torch.randint(0, 13, (4, 8))
+    logits, loss = lm(idx, targets)
+    assert logits.shape == (4, 8, 13)
+    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, 13), targets.reshape(-1)))
+    # carrying the state one token at a time == rereading the whole text at every step
+    out = lm.generate(idx[:, :3], 6, temperature=0)
+    expected = idx[:, :3]
+    for _ in range(6):
+        expected = torch.cat([expected, lm(expected)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, expected)
+    # sampling is reproducible from the seed
+    assert torch.equal(lm.generate(idx[:, :2], 5, seed=7), lm.generate(idx[:, :2], 5, seed=7))
+
+
+def test_mlp_lm_matches_a_hand_computation():
+    torch.manual_seed(2)
+    cfg = MLPLMConfig(vocab_size=9, context=3, n_embd=4, n_hidden=5)
+    lm = MLPLM(cfg).double()
+    idx = torch.randint(0, 9, (2, 6))
+    targets = torch.randint(0, 9, (2, 6))
+    logits, loss = lm(idx, targets)
+    assert logits.shape == (2, 6, 9)
+    start = cfg.vocab_size  # the padding row for "before the text"
+    for b in range(2):
+        for t in range(6):
+            window = [idx[b, j].item() if j >= 0 else start for j in range(t - 2, t + 1)]
+            x = torch.cat([lm.tok_emb.weight[w] for w in window])
+            expected = lm.out.weight @ torch.tanh(lm.hidden.weight @ x + lm.hidden.bias) + lm.out.bias
+            torch.testing.assert_close(logits[b, t], expected)
+    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, 9), targets.reshape(-1)))
+    with pytest.raises(ValueError, match="outside"):
+        lm(torch.tensor([[9]]))
+
+
+def test_train_step_clips_and_learns(one_thread):
+    torch.manual_seed(0)
+    lm = RNNLM(RNNLMConfig(vocab_size=6, cell="lstm", n_embd=8, n_hidden=16))
+    opt = torch.optim.Adam(lm.parameters(), lr=0.02)
+    idx = torch.arange(6).repeat(4, 2)  # (4, 12): 0 1 2 3 4 5 0 1 ...
+    targets = (idx + 1) % 6
+    # the reported norm is the norm before clipping
+    _, loss = lm(idx, targets)
+    loss.backward()
+    norm = torch.sqrt(sum((p.grad**2).sum() for p in lm.parameters()))
+    first_loss, reported = train_step(lm, torch.optim.SGD(lm.parameters(), lr=0.0), idx, targets, 1e-3)
+    assert reported == pytest.approx(norm.item(), rel=1e-5)
+    assert torch.sqrt(sum((p.grad**2).sum() for p in lm.parameters())).item() <= 1e-3 * 1.0001
+    for _ in range(60):
+        last_loss, _ = train_step(lm, opt, idx, targets, max_grad_norm=1.0)
+    assert last_loss < 0.2 * first_loss
+
+
+def test_hidden_grad_norms():
+    torch.manual_seed(4)
+    lm = RNNLM(RNNLMConfig(vocab_size=7, cell="rnn", n_embd=5, n_hidden=8, n_layer=2)).double()
+    idx, targets = torch.randint(0, 7, (3, 12)), torch.randint(0, 7, (3, 12))
+    norms = hidden_grad_norms(lm, idx, targets, layer=-1)
+    assert norms.shape == (12,) and bool((norms > 0).all())
+    # the last step's state reaches the loss only directly: compare with torch.nn.RNN
+    ref = nn.RNN(5, 8, 2, batch_first=True).double()
+    with torch.no_grad():
+        for k, cell in enumerate(lm.rnn.cells):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ref, f"{name}_l{k}").copy_(getattr(cell, name))
+    out = ref(lm.tok_emb(idx))[0]  # (B, T, H)
+    loss = F.cross_entropy(lm.out(out[:, -1]), targets[:, -1])
+    (g,) = torch.autograd.grad(loss, out)
+    torch.testing.assert_close(norms[-1], g[:, -1].norm())
+    # the loss of positions <= k cannot depend on later states: those gradients are exactly 0
+    early = targets.clone()
+    early[:, 6:] = -100  # no loss on positions 6..11
+    all_steps = hidden_grad_norms(lm, idx, early, layer=0, last_step_only=False)
+    assert bool((all_steps[:6] > 0).all()) and bool((all_steps[6:] == 0).all())
+    # with small recurrent weights the gradient vanishes going back in time, step by step
+    with torch.no_grad():
+        for cell in lm.rnn.cells:
+            cell.weight_hh.mul_(0.2)
+    norms = hidden_grad_norms(lm, idx, targets, layer=0)
+    assert bool((norms[1:] > norms[:-1]).all())
+    assert norms[0] < 1e-4 * norms[-1]
+
+
+def test_sampling_helpers():
+    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0]]).repeat(500, 1)
+    top2 = sample_next(logits, temperature=1.0, top_k=2, generator=torch.Generator().manual_seed(0))
+    assert set(top2.flatten().tolist()) == {1, 2}
+    with pytest.raises(ValueError, match="temperature"):
+        sample_next(logits, temperature=-1)
+    with pytest.raises(ValueError, match="top_k"):
+        sample_next(logits, top_k=0)

@@ -1,0 +1,208 @@
+"""The written-out attention against torch's fused kernel, our GPT against Hugging Face's GPT-2
+given the same weights, the KV cache against recomputation, and BERT's masking statistics."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from velm_course.attention import KVCache, MultiHeadAttention
+from velm_course.transformer import (
+    GPT,
+    BertConfig,
+    BertMLM,
+    GPTConfig,
+    attention,
+    mask_tokens,
+    softmax,
+)
+
+transformers = pytest.importorskip("transformers")
+
+
+def small_hf_gpt2(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=64)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    # GPT-2's own init (std 0.02, zero biases, unit LayerNorms) would hide mistakes: a swapped
+    # bias or the wrong GELU changes the logits by less than 1e-5. Random everything instead.
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if ".ln" in name and name.endswith("weight")
+                    else 0.1 * torch.randn_like(p))
+    return hf
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_explicit_attention_equals_torch_kernel(causal):
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 5, 8, dtype=torch.double)  # (B, nh, T, hs)
+    k, v = torch.randn(2, 3, 7, 8, dtype=torch.double), torch.randn(2, 3, 7, 8, dtype=torch.double)
+    if causal:  # square for is_causal's meaning to agree
+        k, v = k[:, :, :5], v[:, :, :5]
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    torch.testing.assert_close(attention(q, k, v, causal=causal), expected, rtol=1e-12, atol=1e-12)
+    # an explicit boolean mask, and the softmax against torch's
+    mask = torch.rand(5, k.shape[2]) > 0.3
+    mask[:, 0] = True  # every query keeps at least one key
+    torch.testing.assert_close(
+        attention(q, k, v, mask=mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    )
+    s = torch.randn(4, 9, dtype=torch.double) * 30
+    torch.testing.assert_close(softmax(s), torch.softmax(s, dim=-1))
+
+
+def test_module_attention_is_the_explicit_formula():
+    torch.manual_seed(1)
+    mha = MultiHeadAttention(12, 3).double()
+    x = torch.randn(2, 6, 12, dtype=torch.double)
+    q = mha.q_proj(x).view(2, 6, 3, 4).transpose(1, 2)
+    k, v = (t.view(2, 6, 3, 4).transpose(1, 2) for t in mha.kv_proj(x).split(12, dim=2))
+    y = attention(q, k, v, causal=True).transpose(1, 2).reshape(2, 6, 12)
+    torch.testing.assert_close(mha(x, causal=True), mha.out_proj(y))
+
+
+def test_gpt_matches_hf_gpt2(one_thread):
+    hf = small_hf_gpt2()
+    ours = GPT.from_hf(hf).eval()
+    assert ours.config.activation == "gelu_tanh"
+    idx = torch.randint(0, 100, (3, 64))
+    with torch.no_grad():
+        expected = hf(idx, labels=idx)
+        logits, _ = ours(idx)
+        # HF shifts the labels inside; ours takes targets already shifted by one
+        _, loss = ours(idx[:, :-1], idx[:, 1:])
+    torch.testing.assert_close(logits, expected.logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(loss, expected.loss, rtol=1e-5, atol=1e-5)
+    # the exact GELU is a different function: the conversion must not silently ignore it
+    ours.config.activation = "gelu"
+    exact = GPT(ours.config).eval()
+    exact.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        assert (exact(idx)[0] - expected.logits).abs().max() > 1e-4
+
+
+def test_from_pretrained_local_folder_and_missing(tmp_path):
+    hf = small_hf_gpt2(seed=5)
+    hf.save_pretrained(tmp_path / "tiny")
+    ours = GPT.from_pretrained(tmp_path / "tiny").eval()
+    idx = torch.randint(0, 100, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx)[0], hf(idx).logits, rtol=0, atol=1e-5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OSError, match="could not load GPT-2 weights"):
+        GPT.from_pretrained(tmp_path / "empty")
+
+
+def test_unsupported_hf_config_is_refused():
+    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=10, n_positions=8,
+                                  activation_function="relu")
+    with pytest.raises(ValueError, match="activation"):
+        GPT.from_hf(transformers.GPT2LMHeadModel(cfg))
+    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=10, n_positions=8, n_inner=16)
+    with pytest.raises(ValueError, match="n_inner"):
+        GPT.from_hf(transformers.GPT2LMHeadModel(cfg))
+
+
+def test_cached_generation_equals_recomputation(one_thread):
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(block_size=12, vocab_size=30, n_layer=2, n_head=2, n_embd=16)).double().eval()
+    prompt = torch.randint(0, 30, (2, 4))
+    # 14 new tokens run past block_size = 12: the cropped-context fallback is exercised too
+    cached = model.generate(prompt, 14, temperature=0, use_cache=True)
+    full = model.generate(prompt, 14, temperature=0, use_cache=False)
+    assert torch.equal(cached, full)
+    # and against a plain loop over forward()
+    expected = prompt
+    for _ in range(14):
+        logits, _ = model(expected[:, -12:])
+        expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(cached, expected)
+    # the cached logits themselves, token by token
+    caches = [KVCache() for _ in model.blocks]
+    seq = expected[:, :12]
+    steps = [model(seq[:, :5], caches=caches)[0]] + [model(seq[:, t:t + 1], caches=caches)[0] for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), model(seq)[0])
+    # sampling with top-k is reproducible and the same with or without the cache
+    a = model.generate(prompt, 6, temperature=0.8, top_k=5, seed=11)
+    assert torch.equal(a, model.generate(prompt, 6, temperature=0.8, top_k=5, seed=11, use_cache=False))
+
+
+def test_context_too_long_and_bad_config():
+    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(ValueError, match="longer than block_size=8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    cache = KVCache()
+    cache.append(torch.zeros(1, 1, 7, 8), torch.zeros(1, 1, 7, 8))  # 7 tokens already cached
+    with pytest.raises(ValueError, match="context of 9 tokens is longer than block_size=8"):
+        model(torch.zeros(1, 2, dtype=torch.long), caches=[cache])
+    with pytest.raises(ValueError, match="int64"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(n_embd=10, n_head=3)
+    with pytest.raises(ValueError, match="activation"):
+        GPTConfig(activation="relu")
+    with pytest.raises(ValueError, match="block_size"):
+        GPTConfig(block_size=0)
+    with pytest.raises(ValueError, match="dropout"):
+        BertConfig(dropout=1.0)
+
+
+def test_mask_tokens_rates():
+    vocab, mask_id, pad_id = 1000, 1, 0
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(2, vocab, (100, 1000), generator=gen)
+    idx[:, -100:] = pad_id  # padding: a special token
+    inputs, labels = mask_tokens(idx, vocab, mask_id, special_ids=[pad_id], p=0.15, generator=gen)
+    ordinary = idx != pad_id
+    selected = labels != -100
+    assert not bool(selected[~ordinary].any())  # special tokens are never selected
+    assert torch.equal(inputs[~ordinary], idx[~ordinary])
+    assert torch.equal(labels[selected], idx[selected])
+    assert torch.equal(inputs[~selected], idx[~selected])  # unselected tokens are untouched
+    rate = selected.sum().item() / ordinary.sum().item()
+    assert abs(rate - 0.15) < 0.005
+    n = selected.sum().item()
+    masked = (inputs[selected] == mask_id).sum().item() / n
+    kept = (inputs[selected] == idx[selected]).sum().item() / n
+    randomised = 1 - masked - kept
+    assert abs(masked - 0.8) < 0.015 and abs(kept - 0.1) < 0.015 and abs(randomised - 0.1) < 0.015
+    replaced = inputs[selected & (inputs != mask_id) & (inputs != idx)]
+    assert bool((replaced >= 2).all())  # random replacements are ordinary tokens
+    # the generator makes it reproducible
+    again = mask_tokens(idx, vocab, mask_id, [pad_id], generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again[0], mask_tokens(idx, vocab, mask_id, [pad_id], generator=torch.Generator().manual_seed(3))[0])
+
+
+def test_mask_tokens_bad_input():
+    idx = torch.randint(2, 10, (2, 5))
+    with pytest.raises(ValueError, match="p must be"):
+        mask_tokens(idx, 10, 1, p=1.5)
+    with pytest.raises(ValueError, match="mask_id"):
+        mask_tokens(idx, 10, 10)
+    with pytest.raises(ValueError, match="outside"):
+        mask_tokens(idx + 5, 10, 1)
+    with pytest.raises(ValueError, match="special_ids"):
+        mask_tokens(idx, 10, 1, special_ids=[12])
+    with pytest.raises(ValueError, match="nothing is left"):
+        mask_tokens(torch.zeros(2, 3, dtype=torch.long), 3, 1, special_ids=[0, 2])
+
+
+def test_bert_is_bidirectional_and_scores_masked_positions():
+    torch.manual_seed(4)
+    cfg = BertConfig(block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=16)
+    bert = BertMLM(cfg).double().eval()
+    gpt = GPT(cfg).double().eval()
+    idx = torch.randint(2, 40, (2, 10))
+    changed = idx.clone()
+    changed[:, -1] = (idx[:, -1] + 1) % 40
+    # changing the last token changes BERT's predictions at the first position, not GPT's
+    assert not torch.allclose(bert(idx)[0][:, 0], bert(changed)[0][:, 0])
+    torch.testing.assert_close(gpt(idx)[0][:, :-1], gpt(changed)[0][:, :-1])
+    inputs, labels = mask_tokens(idx, 40, mask_id=1, special_ids=[0], p=0.3,
+                                 generator=torch.Generator().manual_seed(0))
+    logits, loss = bert(inputs, labels)
+    sel = labels != -100
+    expected = -torch.log_softmax(logits[sel], dim=-1).gather(1, labels[sel][:, None]).mean()
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="longer than block_size"):
+        bert(torch.zeros(1, 17, dtype=torch.long))
