@@ -1,6 +1,8 @@
 """Our written-out RNN/LSTM/GRU against torch.nn given the same weights; the MLP LM against a
 hand computation; the training and gradient-inspection helpers against direct computations."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,3 +168,45 @@ def test_sampling_helpers():
         sample_next(logits, temperature=-1)
     with pytest.raises(ValueError, match="top_k"):
         sample_next(logits, top_k=0)
+
+
+def test_char_helpers_round_trip_and_windows():
+    from velm_course.rnn import char_vocab, decode_chars, encode_chars, random_windows
+
+    text = "To be, or not to be.\n"
+    chars = char_vocab(text)
+    assert chars == sorted(set(text)) and len(chars) == len(set(chars))
+    assert decode_chars(encode_chars(text, chars), chars) == text
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        encode_chars("Q", chars)
+    data = torch.arange(50) * 3
+    x, y = random_windows(data, 5, 7, torch.Generator().manual_seed(1))
+    assert x.shape == y.shape == (5, 7)
+    assert bool((y == x + 3).all()) and bool((x[:, 1:] == x[:, :-1] + 3).all())  # contiguous windows
+    with pytest.raises(ValueError, match="longer than block_size"):
+        random_windows(data, 2, 50)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_sequence_bits_matches_a_direct_sum(cell):
+    from velm_course.rnn import sequence_bits
+
+    torch.manual_seed(2)
+    lm = RNNLM(RNNLMConfig(vocab_size=6, cell=cell, n_embd=4, n_hidden=9)).double()
+    data = torch.randint(0, 6, (23,))
+    start = 5
+
+    def direct(piece, before):
+        # one forward over the whole piece, log-probabilities picked out by hand
+        inputs = torch.cat([torch.tensor([before]), piece[:-1]])[None]  # (1, n)
+        logp = torch.log_softmax(lm(inputs)[0][0], dim=-1)  # (n, V)
+        return -logp[torch.arange(len(piece)), piece].sum().item() / math.log(2)
+
+    # one stream, small chunks: carrying the state across chunks loses nothing
+    assert sequence_bits(lm, data, start, n_streams=1, chunk=4) == pytest.approx(direct(data, start), rel=1e-9)
+    # three streams of ceil(23 / 3) = 8 tokens, each started after the token before it
+    pieces = [(data[0:8], start), (data[8:16], data[7].item()), (data[16:], data[15].item())]
+    expected = sum(direct(p, b) for p, b in pieces)
+    assert sequence_bits(lm, data, start, n_streams=3, chunk=5) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="non-empty"):
+        sequence_bits(lm, data[:0], start)

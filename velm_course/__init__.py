@@ -45,7 +45,7 @@ from .metrics import bleu, cider_d, rouge_l, score_captions, tokenize_caption
 from .ngram import NGramConfig, NGramLM, tokenize_sentences
 from .pipeline import train_and_evaluate
 from .profiles import Profile, data_dir, get_profile
-from .rnn import MLPLM, RNNLM, MLPLMConfig, RNNLMConfig
+from .rnn import MLPLM, RNNLM, MLPLMConfig, RNNLMConfig, char_vocab, decode_chars, encode_chars
 from .tokenization import WordPieceTokenizer, porter_stem, word_tokenize, word_vectors
 from .train import CaptionTensors, TrainConfig, lr_at, train_captioner
 from .transformer import GPT, BertConfig, BertMLM, GPTConfig, mask_tokens
@@ -120,6 +120,9 @@ __all__ = [
     "MLPLM",
     "MLPLMConfig",
     "RNNLMConfig",
+    "char_vocab",
+    "decode_chars",
+    "encode_chars",
     "WordPieceTokenizer",
     "porter_stem",
     "word_tokenize",

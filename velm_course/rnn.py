@@ -389,3 +389,87 @@ def hidden_grad_norms(
     loss = _lm_loss(logits, targets)
     grads = torch.autograd.grad(loss, hs[layer])  # T tensors (B, H)
     return torch.stack([torch.linalg.vector_norm(g) for g in grads])  # (T,)
+
+
+# ----------------------------------------------------------------------------- character data
+
+
+def char_vocab(text: str) -> list[str]:
+    """The sorted distinct characters of ``text``: position i is the character of id i.
+
+    >>> char_vocab("abba!")
+    ['!', 'a', 'b']
+    """
+    return sorted(set(text))
+
+
+def encode_chars(text: str, chars: list[str]) -> torch.Tensor:
+    """Ids (N,) int64 of every character of ``text`` under the vocabulary ``chars``.
+
+    >>> encode_chars("bab", ["a", "b"])
+    tensor([1, 0, 1])
+    """
+    index = {ch: i for i, ch in enumerate(chars)}
+    missing = sorted(set(text) - index.keys())
+    if missing:
+        raise ValueError(f"characters {missing[:10]} are not in the vocabulary")
+    return torch.tensor([index[ch] for ch in text], dtype=torch.long)
+
+
+def decode_chars(ids: torch.Tensor | list[int], chars: list[str]) -> str:
+    """The text of a 1-D sequence of ids; inverse of :func:`encode_chars`.
+
+    >>> decode_chars(torch.tensor([1, 0, 1]), ["a", "b"])
+    'bab'
+    """
+    return "".join(chars[i] for i in torch.as_tensor(ids).tolist())
+
+
+def random_windows(
+    data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of random windows of ``data`` (N,): inputs x (B, T) and targets y = x shifted by one.
+
+    >>> x, y = random_windows(torch.arange(10), 2, 3, torch.Generator().manual_seed(0))
+    >>> bool((y == x + 1).all())
+    True
+    """
+    if data.dim() != 1 or len(data) <= block_size:
+        raise ValueError(f"need a 1-D sequence longer than block_size={block_size}, got shape {tuple(data.shape)}")
+    starts = torch.randint(0, len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    offsets = starts[:, None] + torch.arange(block_size)  # (B, T)
+    return data[offsets], data[offsets + 1]
+
+
+@torch.no_grad()
+def sequence_bits(model: RNNLM, data: torch.Tensor, start_id: int, n_streams: int = 1, chunk: int = 256) -> float:
+    """Total -log2 P(data) in bits: every token of ``data`` (N,) predicted from those before it.
+
+    The first token is predicted after a single ``start_id`` token (for text, a newline).
+    To use a batch, the sequence is cut into ``n_streams`` contiguous pieces read side by
+    side; each piece starts from a fresh state with only the token before it as context, so
+    more streams is faster but slightly pessimistic. Within a piece the state is carried
+    from one ``chunk`` of steps to the next, so nothing else is forgotten.
+    Divide by the number of characters for bits per character.
+
+    >>> lm = RNNLM(RNNLMConfig(vocab_size=4, cell="gru", n_hidden=8))
+    >>> sequence_bits(lm, torch.tensor([1, 2, 3, 0, 1]), start_id=0, n_streams=2) > 0
+    True
+    """
+    if data.dim() != 1 or len(data) == 0 or n_streams < 1 or chunk < 1:
+        raise ValueError("need a non-empty 1-D sequence and positive n_streams and chunk")
+    was_training = model.training
+    model.eval()
+    inputs = torch.cat([data.new_tensor([start_id]), data[:-1]])  # (N,): the token before each target
+    length = math.ceil(len(data) / n_streams)  # steps per stream; the last stream is padded
+    pad = length * n_streams - len(data)
+    inputs = torch.cat([inputs, inputs.new_zeros(pad)]).view(n_streams, length)  # (S, L)
+    targets = torch.cat([data, data.new_full((pad,), -100)]).view(n_streams, length)  # (S, L)
+    total_nats, state = 0.0, None
+    for t in range(0, length, chunk):
+        logits, state = model.step(inputs[:, t : t + chunk], state)  # (S, chunk, V)
+        total_nats += F.cross_entropy(
+            logits.flatten(0, 1), targets[:, t : t + chunk].flatten(), ignore_index=-100, reduction="sum"
+        ).item()
+    model.train(was_training)
+    return total_nats / math.log(2)
