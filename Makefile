@@ -2,6 +2,8 @@
 # the current Python environment first, so each works alone on a fresh clone.
 PYTHON ?= python3
 PYTEST = $(PYTHON) -m pytest
+# strict nbval: every stored output must match a fresh run (after the committed sanitize patterns)
+NBVAL = $(PYTEST) --nbval --nbval-current-env notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
 
 .PHONY: setup run test test-unit test-notebooks lint notebooks clean
 
@@ -15,13 +17,13 @@ run: setup
 
 test: setup
 	$(PYTEST) tests -q
-	$(PYTEST) --nbval --nbval-current-env notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
+	$(NBVAL)
 
 test-unit: setup
 	$(PYTEST) tests -q
 
 test-notebooks: setup
-	$(PYTEST) --nbval --nbval-current-env notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -q
+	$(NBVAL)
 
 # Re-execute every notebook top to bottom in the ci profile and store the outputs.
 notebooks: setup
