@@ -1,27 +1,20 @@
 """velm_course: the tested package behind the VELM course notebooks.
 
-The public API is re-exported here, so notebooks can write ``from velm_course import X``.
-Modules stay small and flat; each one teaches one idea and has its own test file.
+The tree follows the course's tracks:
+
+    text/        n-grams, an HMM, tokenizers, RNN and Transformer language models
+    vision/      convolution, CNNs and ResNets, the ViT, preprocessing, image encoders
+    multimodal/  models that read images and write text (the captioner)
+    nn/          the shared Transformer parts: attention, the block, the token loss
+    engine/      the run config, the one training loop, checkpoints, precision, DDP
+    eval/        caption metrics and scoring a captioner
+    data/        Shakespeare, the shapes data, COCO, and the path to batches
+
+The most used names are re-exported here, so notebooks can write ``from velm_course import X``.
 """
 
-from .attention import MLP, KVCache, MultiHeadAttention
-from .bpe import BPETokenizer
-from .captioner import Captioner, CaptionerConfig
-from .cnn import (
-    ResNet,
-    ResNetConfig,
-    SmallCNN,
-    SmallCNNConfig,
-    confusion_matrix,
-    object_crops,
-    receptive_field,
-    resnet18,
-    resnet50,
-    roi_features,
-    train_classifier,
-)
-from .conv import conv1d, conv2d_loops, conv2d_unfold, convolve, cross_correlate
 from .data import (
+    CaptionVocab,
     CocoCaptions,
     DatasetFormatError,
     DatasetNotFoundError,
@@ -31,116 +24,69 @@ from .data import (
     fetch_coco,
     load_karpathy_split,
     load_shakespeare,
+    normalize_caption,
     oracle_caption,
     parse_objects,
     shakespeare_splits,
     shapes_split,
 )
-from .encoders import ENCODER_NAMES, CNNEncoder, CNNEncoderConfig, ImageEncoder, build_image_encoder
+from .decoding import sample_next
+from .engine import RunConfig, TrainConfig, fit
 from .env import environment_report
-from .evaluate import caption_images, content_accuracy, score_split
-from .hmm import HMM, ice_cream_hmm, viterbi
-from .hmm import forward as hmm_forward
-from .metrics import bleu, cider_d, rouge_l, score_captions, tokenize_caption
-from .ngram import NGramConfig, NGramLM, tokenize_sentences
+from .eval import bleu, caption_images, cider_d, rouge_l, score_captions, score_split, tokenize_caption
+from .multimodal import Captioner, CaptionerConfig
+from .nn import IGNORE_INDEX, MLP, Block, BlockConfig, KVCache, MultiHeadAttention, attention
 from .pipeline import train_and_evaluate
 from .profiles import Profile, data_dir, get_profile
-from .rnn import MLPLM, RNNLM, MLPLMConfig, RNNLMConfig, char_vocab, decode_chars, encode_chars
-from .tokenization import WordPieceTokenizer, porter_stem, word_tokenize, word_vectors
-from .train import CaptionTensors, TrainConfig, lr_at, train_captioner
-from .transformer import GPT, BertConfig, BertMLM, GPTConfig, mask_tokens
-from .transforms import compute_mean_std, eval_transforms, to_rgb, train_transforms
-from .vit import ViT, ViTConfig
-from .vocab import CaptionVocab
+from .text import (
+    GPT,
+    HMM,
+    MLPLM,
+    RNNLM,
+    BertConfig,
+    BertMLM,
+    BPETokenizer,
+    GPTConfig,
+    MLPLMConfig,
+    NGramConfig,
+    NGramLM,
+    RNNLMConfig,
+    WordPieceTokenizer,
+    char_vocab,
+    decode_chars,
+    encode_chars,
+    mask_tokens,
+    porter_stem,
+    word_tokenize,
+    word_vectors,
+)
+from .vision import (
+    ENCODER_NAMES,
+    ResNet,
+    ResNetConfig,
+    SmallCNN,
+    SmallCNNConfig,
+    ViT,
+    ViTConfig,
+    build_image_encoder,
+    compute_mean_std,
+    eval_transforms,
+    train_transforms,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "MLP",
-    "KVCache",
-    "MultiHeadAttention",
-    "BPETokenizer",
-    "Captioner",
-    "CaptionerConfig",
-    "CocoCaptions",
-    "DatasetFormatError",
-    "DatasetNotFoundError",
-    "ShapesConfig",
-    "coco_split",
-    "ensure_shapes",
-    "fetch_coco",
-    "load_karpathy_split",
-    "load_shakespeare",
-    "oracle_caption",
-    "parse_objects",
-    "shakespeare_splits",
-    "shapes_split",
-    "ResNet",
-    "ResNetConfig",
-    "SmallCNN",
-    "SmallCNNConfig",
-    "receptive_field",
-    "resnet18",
-    "resnet50",
-    "confusion_matrix",
-    "object_crops",
-    "roi_features",
-    "train_classifier",
-    "conv1d",
-    "conv2d_loops",
-    "conv2d_unfold",
-    "convolve",
-    "cross_correlate",
-    "ENCODER_NAMES",
-    "CNNEncoder",
-    "CNNEncoderConfig",
-    "ImageEncoder",
-    "build_image_encoder",
-    "environment_report",
-    "caption_images",
-    "content_accuracy",
-    "score_split",
-    "HMM",
-    "hmm_forward",
-    "ice_cream_hmm",
-    "viterbi",
-    "bleu",
-    "cider_d",
-    "rouge_l",
-    "score_captions",
-    "tokenize_caption",
-    "NGramConfig",
-    "NGramLM",
-    "tokenize_sentences",
-    "train_and_evaluate",
-    "Profile",
-    "data_dir",
-    "get_profile",
-    "RNNLM",
-    "MLPLM",
-    "MLPLMConfig",
-    "RNNLMConfig",
-    "char_vocab",
-    "decode_chars",
-    "encode_chars",
-    "WordPieceTokenizer",
-    "porter_stem",
-    "word_tokenize",
-    "word_vectors",
-    "CaptionTensors",
-    "TrainConfig",
-    "lr_at",
-    "train_captioner",
-    "GPT",
-    "BertConfig",
-    "BertMLM",
-    "GPTConfig",
-    "mask_tokens",
-    "compute_mean_std",
-    "eval_transforms",
-    "to_rgb",
-    "train_transforms",
-    "ViT",
-    "ViTConfig",
-    "CaptionVocab",
+    "CaptionVocab", "CocoCaptions", "DatasetFormatError", "DatasetNotFoundError", "ShapesConfig",
+    "coco_split", "ensure_shapes", "fetch_coco", "load_karpathy_split", "load_shakespeare",
+    "normalize_caption", "oracle_caption", "parse_objects", "shakespeare_splits", "shapes_split",
+    "sample_next", "RunConfig", "TrainConfig", "fit", "environment_report", "bleu", "caption_images",
+    "cider_d", "rouge_l", "score_captions", "score_split", "tokenize_caption", "Captioner",
+    "CaptionerConfig", "IGNORE_INDEX", "MLP", "Block", "BlockConfig", "KVCache", "MultiHeadAttention",
+    "attention", "train_and_evaluate", "Profile", "data_dir", "get_profile", "GPT", "HMM", "MLPLM",
+    "RNNLM", "BertConfig", "BertMLM", "BPETokenizer", "GPTConfig", "MLPLMConfig", "NGramConfig",
+    "NGramLM", "RNNLMConfig", "WordPieceTokenizer", "char_vocab", "decode_chars", "encode_chars",
+    "mask_tokens", "porter_stem", "word_tokenize", "word_vectors", "ENCODER_NAMES", "ResNet",
+    "ResNetConfig", "SmallCNN", "SmallCNNConfig", "ViT", "ViTConfig", "build_image_encoder",
+    "compute_mean_std", "eval_transforms", "train_transforms",
 ]

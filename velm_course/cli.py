@@ -1,8 +1,13 @@
 """The ``velm-course`` command.
 
-    velm-course train                  train and evaluate the captioner on the shapes data
-    velm-course train --resume RUN     continue an interrupted run from its last checkpoint
-    velm-course fetch coco --dest DIR  download COCO 2014 captions and Karpathy's split
+    velm-course train                          train and evaluate the captioner (the active profile)
+    velm-course train --run-dir DIR --resume   continue an interrupted run from its last checkpoint
+    velm-course train --resume RUN_DIR         the same
+    velm-course fetch coco --dest DIR          download COCO 2014 captions and Karpathy's split
+
+Every setting of the run config (``velm_course.engine.config``) is an option of ``train``:
+``velm-course train --help`` lists them with their meaning. Several GPUs:
+``torchrun --nproc_per_node N -m velm_course.cli train ...`` (``--batch-size`` is per process).
 """
 
 from __future__ import annotations
@@ -10,26 +15,137 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+import types
+import typing
+from dataclasses import fields, replace
+from pathlib import Path
 
-from .profiles import PROFILE_ENV, Profile, get_profile
+from .engine.config import (
+    DATASETS,
+    PRECISIONS,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    field_help,
+)
+from .profiles import PROFILE_ENV, PROFILE_NAMES, get_profile
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# settings that must be at least 1 (the rest of the numbers must be at least 0)
+_AT_LEAST_ONE = {"image_size", "n_train", "n_val", "n_test", "min_word_count", "max_words", "d_model",
+                 "n_layer", "n_head", "steps", "batch_size", "grad_accum", "log_every", "val_batches",
+                 "blind_steps"}
+_CHOICES = {"dataset": DATASETS, "precision": PRECISIONS}
+
+
+def _option(section: str, name: str) -> str:
+    return f"--{'eval-' if section == 'eval' else ''}{name.replace('_', '-')}"
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    from .vision.encoders import ENCODER_NAMES
+
+    choices = {**_CHOICES, "encoder": ENCODER_NAMES}
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} settings")
+        helps = field_help(cls)
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            default, text = helps[f.name]
+            dest = f"{section}.{f.name}"
+            tp = hints[f.name]
+            if typing.get_origin(tp) in (typing.Union, types.UnionType):
+                tp = next(t for t in typing.get_args(tp) if t is not type(None))
+            kwargs = {"dest": dest, "default": None, "help": f"{text} (profile default: {default})"}
+            if tp is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif f.name in choices:
+                kwargs["choices"] = list(choices[f.name])
+            elif tp is int:
+                kwargs["type"] = _positive_int if f.name in _AT_LEAST_ONE else _non_negative(int)
+                kwargs["metavar"] = "N"
+            elif tp is float:
+                kwargs["type"] = _non_negative(float)
+                kwargs["metavar"] = "X"
+            names = [_option(section, f.name)]
+            if dest == "train.steps":
+                names.append("--max-steps")
+            group.add_argument(*names, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | None]:
+    """The run config the options ask for, and the run folder when resuming.
+
+    A new run starts from the profile; a resumed run from its saved ``config.json``, with only
+    the options given on the command line changed.
+    """
+    changes: dict[str, dict] = {}
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, name = key.split(".", 1)
+            changes.setdefault(section, {})[name] = value
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if isinstance(args.resume, str):
+        if run_dir is not None and run_dir != Path(args.resume):
+            raise ValueError(f"--resume {args.resume} and --run-dir {run_dir} name different folders")
+        run_dir = Path(args.resume)
+    if args.resume:
+        if run_dir is None:
+            raise ValueError("--resume needs the run folder: --resume RUN_DIR, or --run-dir RUN_DIR --resume")
+        base = RunConfig.load(run_dir / "config.json")
+        if args.profile and args.profile != base.profile:
+            raise ValueError(f"{run_dir} was trained with profile {base.profile!r}, not {args.profile!r}")
+    else:
+        base = get_profile(args.profile).run
+    config = replace(base, **{s: replace(getattr(base, s), **kw) for s, kw in changes.items()})
+    return config, run_dir
 
 
 def _train(args: argparse.Namespace) -> int:
     from .pipeline import train_and_evaluate
 
-    overrides = {f.name: getattr(args, f.name) for f in fields(Profile) if getattr(args, f.name, None) is not None}
-    profile = get_profile(args.profile, **overrides)
+    config, run_dir = config_from_args(args)
+    t = config.train
     if args.resume:
-        print(f"resuming {args.resume} (settings come from its config.json)")
+        print(f"resuming {run_dir} (its config.json, {t.steps} steps)")
     else:
-        print(f"profile {profile.name}: {profile.steps} steps on {profile.device}, "
-              f"{profile.n_train} training images of {profile.image_size}px")
-    run_dir = train_and_evaluate(profile, runs_dir=args.runs_dir, resume=args.resume, progress=not args.no_progress)
+        print(f"profile {config.profile}: {config.data.dataset} data, {t.steps} steps of {t.batch_size} "
+              f"on {t.device}, {config.model.encoder} encoder")
+    run_dir = train_and_evaluate(config, run_dir=run_dir, runs_dir=args.runs_dir, resume=bool(args.resume),
+                                 progress=not args.no_progress)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    keys = ["Bleu_4", "ROUGE_L", "CIDEr", "content_accuracy"]
+    keys = [k for k in ["Bleu_4", "ROUGE_L", "CIDEr", "content_accuracy"] if k in metrics]
+    rows = [("model", metrics), ("baseline", metrics["baseline"])]
+    rows += [(name, metrics[name]) for name in ("oracle",) if name in metrics]
     print(f"{'':10}" + "".join(f"{k:>18}" for k in keys))
-    for name, row in [("model", metrics), ("baseline", metrics["baseline"]), ("oracle", metrics["oracle"])]:
+    for name, row in rows:
         print(f"{name:10}" + "".join(f"{row[k]:18.3f}" for k in keys))
     print(f"run folder: {run_dir}")
     return 0
@@ -49,14 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train and evaluate the captioning model")
-    train.add_argument("--profile", choices=["ci", "full"], default=None,
-                       help=f"size profile (default: ${PROFILE_ENV}, else ci)")
-    train.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs/)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its last checkpoint")
+    train.add_argument("--profile", choices=list(PROFILE_NAMES), default=None,
+                       help=f"size preset (default: ${PROFILE_ENV}, else ci)")
+    train.add_argument("--run-dir", default=None, help="the run folder (default: a new RUNS_DIR/<timestamp>)")
+    train.add_argument("--runs-dir", default="runs", help="where new run folders go (default: runs/)")
+    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                       help="continue the run in --run-dir (or in RUN_DIR) from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    for name in ["steps", "blind_steps", "batch_size", "n_train", "n_val", "n_test", "seed"]:
-        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None,
-                           help=f"override the profile's {name}")
+    _add_config_options(train)
     train.set_defaults(func=_train)
 
     fetch = sub.add_parser("fetch", help="download a dataset")
@@ -67,13 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .engine import distributed
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        if args.command == "train":
+            distributed.init_from_env(getattr(args, "train.device") or "auto")
         return args.func(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: run `velm-course train --resume <run folder>` to continue", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the engine saved a checkpoint first
+        where = getattr(args, "run_dir", None) or getattr(args, "resume", None)
+        hint = f"--run-dir {where} --resume" if isinstance(where, str) else "--resume RUN_DIR"
+        print(f"\ninterrupted{': ' + str(err) if str(err) else ''}\ncontinue with: velm-course train {hint}",
+              file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as err:  # bad settings or missing data: say what, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad settings, data or files
         print(f"velm-course: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,57 +1,55 @@
-"""The main job: generate the shapes data, train a captioner and its blind twin, score both.
+"""The main job: train a captioner and its blind twin on a captions dataset, score both.
 
 ``velm-course train`` and ``make run`` call :func:`train_and_evaluate`; notebook 00 calls it
 too, on a very small setting. Everything a run produces lands in one folder:
 
     runs/<timestamp>/
-        config.json            every setting, resolved (profile, data, model, training, vocabulary)
-        checkpoint.pt          the captioner (written during training too, for resuming)
-        baseline_checkpoint.pt the blind baseline
-        metrics.json           test-split scores: model, blind baseline, oracle
+        config.json            every setting (a RunConfig), written before training starts
+        vocab.json             the caption vocabulary and the longest caption in words
+        checkpoint.pt          the captioner's latest state (also best.pt, checkpoints/)
+        baseline_checkpoint.pt the blind baseline's
+        metrics.jsonl          training loss, learning rate, throughput, validation loss
+        metrics.json           test-split scores: model, blind baseline, and dataset rows
         captions_test.json     the generated test captions
         loss_curve.png, samples.png
 
-Run it again with ``resume=<run folder>`` after an interruption and it continues from the
-last checkpoint with the same settings.
+Run it again with ``resume=True`` on the same folder after an interruption and it continues
+from the last checkpoint; only the step count may change (see ``engine.config``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from .captioner import Captioner, CaptionerConfig
-from .data.coco import shapes_split
-from .data.shapes import ShapesConfig, ensure_shapes
-from .evaluate import caption_images, oracle_captions, score_split
+from .data.captions import CaptionVocab, normalize_caption
+from .data.loader import CaptionPairs, batch_loader, collate_captions
+from .data.registry import open_caption_data
+from .engine import RunConfig, fit
+from .engine.config import ConfigError, resume_conflicts
+from .engine.trainer import RunFolderInUse
+from .eval.captioning import caption_images, score_split
+from .multimodal.captioner import Captioner, CaptionerConfig
+from .nn.loss import IGNORE_INDEX, lm_loss
 from .plots import plot_caption_grid, plot_loss_curves
 from .profiles import Profile, get_profile
-from .train import CaptionTensors, TrainConfig, train_captioner
-from .vocab import CaptionVocab
 
 
-def configs_from_profile(profile: Profile) -> dict:
-    """The resolved settings of a run, as plain JSON-able dicts (vocabulary filled in later)."""
-    train = TrainConfig(
-        steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
-        warmup=max(1, min(100, profile.steps // 10)), seed=profile.seed, device=profile.device,
-    )
-    return {
-        "profile": profile.to_dict(),
-        "data": asdict(ShapesConfig.from_profile(profile)),
-        "model": {"d_model": profile.d_model, "n_layer": profile.n_layer, "n_head": profile.n_head,
-                  "image_size": profile.image_size},
-        "train": train.to_dict(),
-        "baseline_train": replace(train, steps=profile.blind_steps, warmup=max(1, profile.blind_steps // 10)).to_dict(),
-    }
+def captioner_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed token cross-entropy of a caption batch and the number of tokens it covers."""
+    # uint8 crossed to the device; convert there, in the layout the conv kernels like best
+    images = batch["images"].float().div_(255).contiguous(memory_format=torch.channels_last)
+    logits, _ = model(images, batch["idx"])
+    targets = batch["targets"]
+    return lm_loss(logits, targets, reduction="sum"), (targets != IGNORE_INDEX).sum()
 
 
-def _new_run_dir(runs_dir: Path) -> Path:
+def new_run_dir(runs_dir: str | Path) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for suffix in ["", *(f"-{i}" for i in range(1, 100))]:
         path = Path(runs_dir) / (stamp + suffix)
@@ -61,79 +59,116 @@ def _new_run_dir(runs_dir: Path) -> Path:
     raise RuntimeError(f"could not make a new run folder in {runs_dir}")
 
 
-def _scenes(dataset_root: Path, split: str) -> dict[int, list[dict]]:
-    """The drawn objects of every image in a split, by image id."""
-    ann = json.loads((Path(dataset_root) / "annotations" / f"captions_{split}.json").read_text())
-    return {img["id"]: img["objects"] for img in ann["images"]}
+def _vocab(run_dir: Path, cfg: RunConfig, train_set) -> tuple[CaptionVocab, int]:
+    """The run's vocabulary: built from the training captions once, then read back."""
+    path = run_dir / "vocab.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return CaptionVocab(saved["words"]), saved["max_words"]
+    refs = [c for caps in train_set.captions_by_id().values() for c in caps]
+    vocab = CaptionVocab.build(refs, min_count=cfg.data.min_word_count)
+    max_words = cfg.data.max_words or max(len(normalize_caption(c).split()) for c in refs)
+    path.write_text(json.dumps({"words": vocab.to_list(), "max_words": max_words}))
+    return vocab, max_words
+
+
+def _uint8_images(dataset, limit: int | None = None) -> torch.Tensor:
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    return torch.stack([dataset.get_uint8(i)[0] for i in range(n)])  # (n, 3, H, W)
 
 
 def train_and_evaluate(
-    profile: Profile | None = None,
+    config: RunConfig | Profile | None = None,
+    run_dir: str | Path | None = None,
     runs_dir: str | Path = "runs",
-    resume: str | Path | None = None,
+    resume: bool = False,
     progress: bool = True,
-    n_samples: int = 8,
 ) -> Path:
-    """Run the whole job and return the run folder (see the module docstring)."""
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").exists():
-            raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json to resume from")
-        config = json.loads((run_dir / "config.json").read_text())
-    else:
-        config = configs_from_profile(profile or get_profile())
-        run_dir = _new_run_dir(Path(runs_dir))
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    seed = config["train"]["seed"]
+    """Run the whole job and return the run folder (see the module docstring).
 
-    root = ensure_shapes(ShapesConfig(**config["data"]))
-    image_size = config["data"]["image_size"]
-    train_set = shapes_split(root, "train", image_size=image_size)
-    test_set = shapes_split(root, "test", image_size=image_size)
-    if "vocab" not in config:
-        all_train_refs = [c for refs in train_set.captions_by_id().values() for c in refs]
-        config["vocab"] = CaptionVocab.build(all_train_refs).to_list()
-        config["max_words"] = max(len(c.split()) for c in all_train_refs)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    vocab = CaptionVocab(config["vocab"])
-    train_data = CaptionTensors.from_dataset(train_set, vocab, config["max_words"], progress=progress)
-    test_data = CaptionTensors.from_dataset(test_set, vocab, progress=progress)
+    ``config`` defaults to the active profile's. A new run gets ``runs_dir/<timestamp>`` unless
+    ``run_dir`` is given; a folder that already holds a run is only continued with ``resume``.
+    """
+    if isinstance(config, Profile):
+        config = config.run
+    config = config or get_profile().run
+    if run_dir is None:
+        if resume:
+            raise ValueError("resume needs the run folder to continue (run_dir)")
+        run_dir = new_run_dir(runs_dir)
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.json"
+    if config_file.exists():
+        if not resume:
+            raise RunFolderInUse(f"{run_dir} already holds a run; continue it with --resume, or "
+                                 "choose a new --run-dir")
+        saved = RunConfig.load(config_file)  # a damaged config.json is reported by name, first
+        conflicts = resume_conflicts(saved.to_dict(), config.to_dict())
+        if conflicts:
+            raise ConfigError(f"{config_file}: cannot resume with different settings: {conflicts}")
+    elif resume and any(run_dir.glob("*.pt")):
+        raise FileNotFoundError(f"{config_file} is missing: cannot tell what run the checkpoints belong to")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config
+    cfg.save(config_file)  # on resume: the same settings, perhaps with more steps
 
-    model_cfg = CaptionerConfig(vocab_size=len(vocab), max_len=config["max_words"] + 2, **config["model"])
+    data = open_caption_data(cfg.data, seed=cfg.train.seed, progress=progress)
+    vocab, max_words = _vocab(run_dir, cfg, data.train)
+    pin = torch.cuda.is_available() and cfg.train.device != "cpu"
+    train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=cfg.data.in_memory, progress=progress)
+    val_pairs = CaptionPairs(data.val, vocab, max_words, in_memory=cfg.data.in_memory)
+
+    def val_batches():
+        return torch.utils.data.DataLoader(val_pairs, batch_size=cfg.train.batch_size, collate_fn=collate_captions)
+
+    model_cfg = CaptionerConfig(
+        vocab_size=len(vocab), d_model=cfg.model.d_model, n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
+        max_len=max_words + 2, dropout=cfg.model.dropout, image_size=cfg.data.image_size,
+        encoder=cfg.model.encoder, pretrained=cfg.model.pretrained, freeze_encoder=cfg.model.freeze_encoder)
     models, histories, seconds = {}, {}, {}
-    for name, blind, train_key, ckpt in [
-        ("model", False, "train", "checkpoint.pt"),
-        ("baseline", True, "baseline_train", "baseline_checkpoint.pt"),
+    blind_train = replace(cfg.train, steps=cfg.train.blind_steps, warmup=max(1, cfg.train.blind_steps // 10))
+    for name, blind, train_cfg, ckpt in [
+        ("model", False, cfg.train, "checkpoint"),
+        ("baseline", True, blind_train, "baseline_checkpoint"),
     ]:
-        torch.manual_seed(seed)  # same initialisation on every run and every resume
-        models[name] = Captioner(replace(model_cfg, blind=blind))
+        torch.manual_seed(train_cfg.seed)  # the same initial weights on every run and every resume
+        model = Captioner(replace(model_cfg, blind=blind)).to(memory_format=torch.channels_last)
         t0 = time.perf_counter()
-        histories[name] = train_captioner(
-            models[name], train_data, TrainConfig(**config[train_key]), checkpoint=run_dir / ckpt,
-            progress=progress, desc=f"training {'blind baseline' if blind else 'captioner'}",
+        histories[name] = fit(
+            model, captioner_loss,
+            batch_loader(train_pairs, collate_captions, train_cfg.batch_size, train_cfg.seed, train_cfg.steps,
+                         train_cfg.grad_accum, cfg.data.num_workers, pin),
+            train_cfg, run_dir=run_dir, val_batches=val_batches, config=cfg.to_dict(),
+            extra_state={"vocab": vocab.to_list(), "max_words": max_words}, resume=True, name=ckpt,
+            progress=progress, desc=f"training {'blind baseline' if blind else 'captioner'}", unit="tokens",
         )
         seconds[name] = time.perf_counter() - t0
+        models[name] = model
 
-    references = dict(zip(test_data.image_ids, test_data.captions, strict=True))
-    scenes = _scenes(root, "test")
-    generated = {name: dict(zip(test_data.image_ids, caption_images(m, test_data.images, vocab), strict=True))
+    test = data.test
+    references = test.captions_by_id()
+    ids = test.image_ids
+    images = _uint8_images(test)
+    generated = {name: dict(zip(ids, caption_images(m, images, vocab, cfg.eval.batch_size), strict=True))
                  for name, m in models.items()}
-    metrics = {"split": "test", "n_images": len(test_data), **score_split(generated["model"], references, scenes)}
-    metrics["baseline"] = score_split(generated["baseline"], references, scenes)
-    metrics["oracle"] = score_split(oracle_captions(scenes), references, scenes)
+    content = data.content_scores.get("test")
+    metrics = {"split": "test", "n_images": len(ids), **score_split(generated["model"], references, content)}
+    metrics["baseline"] = score_split(generated["baseline"], references, content)
+    for row, captions in data.reference_rows.get("test", {}).items():
+        metrics[row] = score_split(captions, references, content)
     metrics["vision_gain_cider"] = metrics["CIDEr"] / max(metrics["baseline"]["CIDEr"], 1e-9)
-    metrics["skipped_images"] = {"train": train_set.num_skipped, "test": test_set.num_skipped}
+    metrics["skipped_images"] = {s: data.split(s).num_skipped for s in ("train", "val", "test")}
     metrics["train_seconds"] = seconds
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (run_dir / "captions_test.json").write_text(json.dumps(
-        [{"image_id": i, "caption": generated["model"][i], "baseline": generated["baseline"][i]}
-         for i in test_data.image_ids], indent=2))
+        [{"image_id": i, "caption": generated["model"][i], "baseline": generated["baseline"][i]} for i in ids],
+        indent=2))
 
     import matplotlib.pyplot as plt
 
     plt.close(plot_loss_curves({"captioner": histories["model"], "blind baseline": histories["baseline"]},
                                run_dir / "loss_curve.png"))
-    k = min(n_samples, len(test_data))
-    plt.close(plot_caption_grid(test_data.images[:k], [generated["model"][i] for i in test_data.image_ids[:k]],
-                                test_data.captions[:k], run_dir / "samples.png"))
+    k = min(cfg.eval.n_samples, len(ids))
+    plt.close(plot_caption_grid(images[:k], [generated["model"][i] for i in ids[:k]],
+                                [references[i] for i in ids[:k]], run_dir / "samples.png"))
     return run_dir

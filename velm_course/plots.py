@@ -7,27 +7,22 @@ from pathlib import Path
 import torch
 
 
-def _smooth(values: list[float], window: int) -> list[float]:
-    """Running mean over the last ``window`` values (shorter at the start)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
-
-
-def plot_loss_curves(histories: dict[str, list[dict]], path: Path | None = None, window: int = 25):
-    """One smoothed training-loss line per run name; saved to ``path`` if given. Returns the figure."""
+def plot_loss_curves(histories: dict[str, list[dict]], path: Path | None = None):
+    """Training loss (a mean over each logging window) and, where measured, validation loss
+    (dashed), one colour per run; saved to ``path`` if given. Returns the figure."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, history in histories.items():
-        steps = [h["step"] for h in history]
-        ax.plot(steps, _smooth([h["loss"] for h in history], window), label=name)
+    for i, (name, history) in enumerate(histories.items()):
+        colour = f"C{i}"
+        train = [h for h in history if "loss" in h]
+        ax.plot([h["step"] for h in train], [h["loss"] for h in train], color=colour, label=f"{name} (train)")
+        val = [h for h in history if "val_loss" in h]
+        if val:
+            ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "--", color=colour,
+                    label=f"{name} (validation)")
     ax.set_xlabel("step")
-    ax.set_ylabel(f"cross-entropy (running mean of {window})")
+    ax.set_ylabel("cross-entropy per token (nats)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -5,80 +5,128 @@ notebook to about a minute on two cores; ``full`` is for a GPU session (Colab, a
 and uses bigger data, wider models and more steps. Pick one with the environment variable
 ``VELM_PROFILE``; nothing else in the package reads the environment for sizes.
 
+A profile is a preset: the main job's ``RunConfig`` (data, model, training, evaluation) and
+the sizes the notebooks use (``NotebookSizes``), so no notebook asks which profile it runs in.
+
 >>> get_profile("ci").image_size
 64
+>>> get_profile("ci", steps=10).run.train.steps
+10
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+
+from .engine.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 
 PROFILE_ENV = "VELM_PROFILE"
 DATA_DIR_ENV = "VELM_DATA_DIR"
 
 
 @dataclass(frozen=True)
+class NotebookSizes:
+    bpe_train_chars: int  # 02: characters of Shakespeare the tokenizers train on
+    rnn_hidden: int  # 03: LSTM hidden size
+    rnn_layers: int  # 03: stacked LSTM layers
+    rnn_dropout: float  # 03: dropout of the LSTM language model
+    rnn_steps: int  # 03: optimizer steps of the character LSTM
+    rnn_batch_size: int  # 03: windows per step
+    rnn_block_size: int  # 03: characters per window
+    rnn_lr: float  # 03: peak learning rate
+    gpt_steps: int  # 04: optimizer steps of the character GPT
+    lstm_steps: int  # 04: optimizer steps of the comparison LSTM
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str  # "ci" or "full"
-    device: str  # "cpu", or "cuda" when the full profile finds a GPU
-    seed: int  # one seed for data generation, initialisation and batching
-    # synthetic "shapes" captioning data
-    image_size: int  # side of the square generated images, in pixels
-    n_train: int  # training images (each has 5 reference captions)
-    n_val: int  # validation images
-    n_test: int  # held-out test images, scored in metrics.json
-    # captioning model
-    d_model: int  # width of the image tokens and the decoder
-    n_layer: int  # decoder blocks
-    n_head: int  # attention heads per block
-    # captioning training
-    steps: int  # optimizer steps for the main model
-    blind_steps: int  # optimizer steps for the image-blind baseline
-    batch_size: int  # images per step (one of their 5 captions is drawn per image); on a CPU,
-    # more small steps learned shapes better than fewer big ones for the same time
-    lr: float  # peak AdamW learning rate (linear warm-up, cosine decay)
+    run: RunConfig  # the main job: data, model, training and evaluation settings
+    notebooks: NotebookSizes  # what the notebooks train, at this profile's size
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    # shortcuts for what notebooks read most
+    @property
+    def seed(self) -> int:
+        return self.run.train.seed
+
+    @property
+    def device(self) -> str:
+        """"cuda" when the run asks for it (or for "auto") and a GPU is present, else "cpu"."""
+        dev = self.run.train.device
+        if dev == "cpu":
+            return "cpu"
+        import torch  # heavy import only when a GPU may be asked for
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def image_size(self) -> int:
+        return self.run.data.image_size
+
+    @property
+    def n_train(self) -> int:
+        return self.run.data.n_train
 
 
 _PROFILES = {
     "ci": Profile(
-        name="ci", device="cpu", seed=0,
-        image_size=64, n_train=4000, n_val=200, n_test=300,
-        d_model=128, n_layer=2, n_head=4,
-        steps=2400, blind_steps=200, batch_size=32, lr=2e-3,
+        name="ci",
+        run=RunConfig(
+            data=DataConfig(image_size=64, n_train=4000, n_val=200, n_test=300),
+            model=ModelConfig(d_model=128, n_layer=2, n_head=4),
+            train=TrainConfig(steps=2400, batch_size=32, lr=2e-3, warmup=100, device="cpu",
+                              blind_steps=200, log_every=25),
+            profile="ci",
+        ),
+        notebooks=NotebookSizes(
+            bpe_train_chars=300_000, rnn_hidden=128, rnn_layers=1, rnn_dropout=0.0, rnn_steps=400,
+            rnn_batch_size=32, rnn_block_size=64, rnn_lr=1e-2, gpt_steps=600, lstm_steps=150,
+        ),
     ),
     "full": Profile(
-        name="full", device="cuda", seed=0,
-        image_size=128, n_train=40000, n_val=1000, n_test=1000,
-        d_model=256, n_layer=4, n_head=8,
-        steps=20000, blind_steps=2000, batch_size=128, lr=1e-3,
+        name="full",
+        run=RunConfig(
+            data=DataConfig(image_size=128, n_train=40000, n_val=1000, n_test=1000, num_workers=4),
+            model=ModelConfig(d_model=256, n_layer=4, n_head=8),
+            train=TrainConfig(steps=20000, batch_size=128, lr=1e-3, warmup=100, device="auto",
+                              blind_steps=2000, log_every=100, val_every=1000),
+            profile="full",
+        ),
+        notebooks=NotebookSizes(
+            bpe_train_chars=2_000_000, rnn_hidden=512, rnn_layers=2, rnn_dropout=0.2, rnn_steps=5000,
+            rnn_batch_size=64, rnn_block_size=128, rnn_lr=2e-3, gpt_steps=2000, lstm_steps=1000,
+        ),
     ),
 }
+PROFILE_NAMES = tuple(_PROFILES)
+
+
+def with_overrides(run: RunConfig, **overrides) -> RunConfig:
+    """``run`` with fields replaced by name, whichever section holds them.
+
+    >>> with_overrides(RunConfig(), steps=5, encoder="course_vit").model.encoder
+    'course_vit'
+    """
+    sections = {s: getattr(run, s) for s in ("data", "model", "train", "eval")}
+    changes: dict[str, dict] = {s: {} for s in sections}
+    for key, value in overrides.items():
+        owners = [s for s, sec in sections.items() if key in {f.name for f in fields(sec)}]
+        if not owners:
+            raise TypeError(f"no run setting is called {key!r}")
+        changes[owners[0]][key] = value
+    return replace(run, **{s: replace(sec, **changes[s]) for s, sec in sections.items()})
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
-    """The profile named ``name`` (default: ``$VELM_PROFILE``, else ``ci``), with overrides.
-
-    The full profile falls back to the CPU when no GPU is present, so it still runs
-    (slowly) rather than failing.
-
-    >>> get_profile("ci", steps=10).steps
-    10
-    """
+    """The profile named ``name`` (default: ``$VELM_PROFILE``, else ``ci``), with run settings
+    overridden by field name (``steps=10``, ``n_train=500``, ...)."""
     name = name or os.environ.get(PROFILE_ENV, "ci")
     if name not in _PROFILES:
         raise ValueError(f"unknown profile {name!r}: set {PROFILE_ENV} to one of {sorted(_PROFILES)}")
     profile = _PROFILES[name]
-    if profile.device == "cuda":
-        import torch  # heavy import only when the full profile asks for a device
-
-        if not torch.cuda.is_available():
-            profile = replace(profile, device="cpu")
-    return replace(profile, **overrides) if overrides else profile
+    return replace(profile, run=with_overrides(profile.run, **overrides)) if overrides else profile
 
 
 def data_dir() -> Path:

@@ -1,5 +1,7 @@
-"""Datasets: the bundled Shakespeare corpus, the generated shapes data, and a COCO loader."""
+"""Datasets: the bundled Shakespeare corpus, the generated shapes data, COCO, and the path
+from any of them to training batches."""
 
+from .captions import BOS, EOS, PAD, UNK, CaptionVocab, caption_targets, normalize_caption
 from .coco import (
     COCO_URLS,
     CocoCaptions,
@@ -8,25 +10,33 @@ from .coco import (
     coco_split,
     fetch_coco,
     load_karpathy_split,
-    shapes_split,
 )
 from .corpus import corpus_stats, load_shakespeare, shakespeare_splits, split_works
+from .loader import CaptionPairs, ResumableBatchSampler, batch_loader, collate_captions, tensor_batches
+from .registry import DATASETS, CaptionData, open_caption_data
 from .shapes import (
     ShapesConfig,
     captions_for,
+    content_accuracy,
     ensure_shapes,
     generate_shapes,
     oracle_caption,
+    oracle_captions,
     parse_objects,
     questions_for,
+    read_scenes,
     render_scene,
     sample_scene,
+    shapes_split,
 )
 
 __all__ = [
+    "BOS", "EOS", "PAD", "UNK", "CaptionVocab", "caption_targets", "normalize_caption",
     "COCO_URLS", "CocoCaptions", "DatasetFormatError", "DatasetNotFoundError", "coco_split",
-    "fetch_coco", "load_karpathy_split", "shapes_split",
-    "corpus_stats", "load_shakespeare", "shakespeare_splits", "split_works",
-    "ShapesConfig", "captions_for", "ensure_shapes", "generate_shapes", "oracle_caption",
-    "parse_objects", "questions_for", "render_scene", "sample_scene",
+    "fetch_coco", "load_karpathy_split", "corpus_stats", "load_shakespeare", "shakespeare_splits",
+    "split_works", "CaptionPairs", "ResumableBatchSampler", "batch_loader", "collate_captions",
+    "tensor_batches", "DATASETS", "CaptionData", "open_caption_data", "ShapesConfig",
+    "captions_for", "content_accuracy", "ensure_shapes", "generate_shapes", "oracle_caption",
+    "oracle_captions", "parse_objects", "questions_for", "read_scenes", "render_scene",
+    "sample_scene", "shapes_split",
 ]

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .coco import CocoCaptions, DatasetNotFoundError
+
 # Bump when the generator's output changes, so cached datasets made by an older version are
 # not reused (the version is part of the folder name's digest).
 GENERATOR_VERSION = 1
@@ -128,8 +130,9 @@ class ShapesConfig:
         >>> ShapesConfig.from_profile(get_profile("ci")).image_size
         64
         """
-        fields = dict(image_size=profile.image_size, n_train=profile.n_train,
-                      n_val=profile.n_val, n_test=profile.n_test, seed=profile.seed)
+        data = profile.run.data
+        fields = dict(image_size=data.image_size, n_train=data.n_train, n_val=data.n_val,
+                      n_test=data.n_test, seed=profile.seed)
         fields.update(overrides)
         return cls(**fields)
 
@@ -557,3 +560,46 @@ def ensure_shapes(cfg: ShapesConfig, data_root=None, progress: bool | None = Non
         if tmp.exists():  # we failed, or we lost the race: drop our copy
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def shapes_split(root, split: str, image_size: int | None = None,
+                 verify: bool = True) -> CocoCaptions:
+    """The train, val or test split of a generated shapes dataset folder."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split {split!r}; expected train, val or test")
+    root = Path(root)
+    ann_file = root / "annotations" / f"captions_{split}.json"
+    if not ann_file.is_file():
+        raise DatasetNotFoundError(
+            f"no shapes dataset at {root} ({ann_file.name} is missing); generate one with "
+            "velm_course.data.shapes.ensure_shapes(ShapesConfig(...))")
+    return CocoCaptions(root / "images" / split, ann_file, image_size=image_size, verify=verify)
+
+
+# ----------------------------------------------------------------------------- scoring
+# The shapes data knows what each image shows, so it can score a caption's content, not only
+# its n-grams. The captioning pipeline asks the dataset for these scores (see
+# velm_course.data.registry) instead of importing them.
+
+
+def content_accuracy(captions: dict[int, str], scenes: dict[int, list[dict]]) -> float:
+    """Fraction of images whose caption names exactly the scene's set of (colour, shape) pairs.
+
+    >>> scene = [{"color": "red", "shape": "circle"}]
+    >>> content_accuracy({1: "a red circle", 2: "a blue circle"}, {1: scene, 2: scene})
+    0.5
+    """
+    hits = [parse_objects(captions[i]) == {(o["color"], o["shape"]) for o in scenes[i]} for i in captions]
+    return sum(hits) / len(hits)
+
+
+def oracle_captions(scenes: dict[int, list[dict]]) -> dict[int, str]:
+    """Right content, held-out template: the ceiling for a model that sees perfectly but
+    writes differently from the annotators."""
+    return {i: oracle_caption(objs) for i, objs in scenes.items()}
+
+
+def read_scenes(root, split: str) -> dict[int, list[dict]]:
+    """The drawn objects of every image in a split, by image id."""
+    ann = json.loads((Path(root) / "annotations" / f"captions_{split}.json").read_text())
+    return {img["id"]: img["objects"] for img in ann["images"]}

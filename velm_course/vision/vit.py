@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..nn import Block, BlockConfig
+
 
 @dataclass
 class ViTConfig:
@@ -46,6 +48,11 @@ class ViTConfig:
     num_classes: int = 10  # classifier outputs on the class token; 0 for no head
     dropout: float = 0.0  # dropout on embeddings, attention output and MLP
     ln_eps: float = 1e-6  # LayerNorm epsilon (1e-6 as in the original ViT)
+
+    def block_config(self) -> BlockConfig:
+        """The shared Transformer block of these settings: not causal, every patch sees all."""
+        return BlockConfig(d_model=self.d_model, n_head=self.n_head, mlp_hidden=self.mlp_dim,
+                           dropout=self.dropout, ln_eps=self.ln_eps, causal=False)
 
 
 # -----------------------------------------------------------------------------
@@ -125,73 +132,6 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, new_grid: int) -> torch.Tenso
 # Transformer encoder
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused q/k/v projection (no mask: all see all)."""
-
-    def __init__(self, config: ViTConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)  # rows stacked as [q; k; v]
-        self.proj = nn.Linear(config.d_model, config.d_model)
-        self.drop = nn.Dropout(config.dropout)
-
-    def forward(
-        self, x: torch.Tensor, return_attention: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T, D = x.shape
-        nh, hs = self.n_head, D // self.n_head
-        q, k, v = self.qkv(x).split(D, dim=2)  # 3 x (B, T, D)
-        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        att = None
-        if return_attention:
-            # written out so we can keep the weights for visualisation
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, T)
-            att = att.softmax(dim=-1)  # each row: how much query t takes from every token
-            y = att @ v  # (B, nh, T, hs)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v)  # same maths, fused kernel
-        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D): heads side by side again
-        return self.drop(self.proj(y)), att
-
-
-class MLP(nn.Module):
-    """Position-wise feed-forward: Linear, GELU, Linear."""
-
-    def __init__(self, config: ViTConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(config.d_model, config.mlp_dim)
-        self.fc2 = nn.Linear(config.mlp_dim, config.d_model)
-        self.drop = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
-
-
-class Block(nn.Module):
-    """Pre-norm Transformer block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))``.
-
-    Normalising *before* each sub-layer keeps the residual stream an untouched sum, which
-    makes deep stacks train without warm-up tricks.
-    """
-
-    def __init__(self, config: ViTConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model, eps=config.ln_eps)
-        self.attn = SelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.d_model, eps=config.ln_eps)
-        self.mlp = MLP(config)
-
-    def forward(
-        self, x: torch.Tensor, return_attention: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, att = self.attn(self.ln_1(x), return_attention)
-        x = x + a  # (B, T, D)
-        x = x + self.mlp(self.ln_2(x))  # (B, T, D)
-        return x, att
-
-
 class ViTFeatures(NamedTuple):
     cls_token: torch.Tensor  # (B, D) final state of the class token
     patch_tokens: torch.Tensor  # (B, N, D) final states of the patches, row-major
@@ -217,7 +157,7 @@ class ViT(nn.Module):
         # one learned vector per position; attention alone cannot tell patches apart otherwise
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + n_patches, config.d_model) * 0.02)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.blocks = nn.ModuleList([Block(config.block_config()) for _ in range(config.n_layer)])
         self.ln = nn.LayerNorm(config.d_model, eps=config.ln_eps)
         self.head = nn.Linear(config.d_model, config.num_classes) if config.num_classes else None
 
@@ -235,9 +175,11 @@ class ViT(nn.Module):
         x = self.drop(x + self.pos_embed)  # (B, T, D)
         attentions = [] if return_attention else None
         for block in self.blocks:
-            x, att = block(x, return_attention)
-            if attentions is not None:
-                attentions.append(att)
+            if attentions is None:
+                x = block(x)  # (B, T, D)
+            else:
+                x, weights = block(x, need_weights=True)
+                attentions.append(weights.self_attn)  # (B, nh, T, T)
         x = self.ln(x)  # (B, T, D)
         return ViTFeatures(cls_token=x[:, 0], patch_tokens=x[:, 1:], attentions=attentions)
 
@@ -268,12 +210,13 @@ _TORCHVISION_KEYS = [
     (r"conv_proj\.(weight|bias)", r"patch_embed.proj.\1"),
     (r"encoder\.pos_embedding", r"pos_embed"),
     (r"encoder\.layers\.encoder_layer_(\d+)\.ln_([12])\.(weight|bias)", r"blocks.\1.ln_\2.\3"),
+    # torchvision stacks the projections as [q; k; v]: split below into q_proj and kv_proj
     (r"encoder\.layers\.encoder_layer_(\d+)\.self_attention\.in_proj_(weight|bias)",
-     r"blocks.\1.attn.qkv.\2"),  # torchvision also stacks the projections as [q; k; v]
+     r"blocks.\1.attn.in_proj.\2"),
     (r"encoder\.layers\.encoder_layer_(\d+)\.self_attention\.out_proj\.(weight|bias)",
-     r"blocks.\1.attn.proj.\2"),
-    (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.0\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
-    (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.3\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+     r"blocks.\1.attn.out_proj.\2"),
+    (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.0\.(weight|bias)", r"blocks.\1.mlp.fc.\2"),
+    (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.3\.(weight|bias)", r"blocks.\1.mlp.proj.\2"),
     (r"encoder\.ln\.(weight|bias)", r"ln.\1"),
     (r"heads\.head\.(weight|bias)", r"head.\1"),
 ]
@@ -282,9 +225,10 @@ _TORCHVISION_KEYS = [
 def vit_state_dict_from_torchvision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a ``torchvision.models.VisionTransformer`` state dict to this module's keys.
 
-    No tensor needs reshaping: only the names differ. A key we do not know (for instance
-    ``heads.pre_logits`` of a model built with ``representation_size``) is an error rather
-    than silently dropped.
+    Only names differ, except attention's input projection: torchvision keeps q, k and v in one
+    (3D, D) matrix, our shared ``MultiHeadAttention`` has q (D, D) apart from k, v (2D, D), so
+    it is cut after the first D rows. A key we do not know (for instance ``heads.pre_logits``
+    of a model built with ``representation_size``) is an error rather than silently dropped.
 
     >>> vit_state_dict_from_torchvision({"conv_proj.weight": torch.zeros(1)}).keys()
     dict_keys(['patch_embed.proj.weight'])
@@ -294,7 +238,13 @@ def vit_state_dict_from_torchvision(state_dict: dict[str, torch.Tensor]) -> dict
         for pattern, target in _TORCHVISION_KEYS:
             m = re.fullmatch(pattern, key)
             if m:
-                out[m.expand(target)] = value
+                name = m.expand(target)
+                if ".attn.in_proj." in name:
+                    d = value.shape[0] // 3  # rows stacked as [q; k; v]
+                    out[name.replace("in_proj", "q_proj")] = value[:d]
+                    out[name.replace("in_proj", "kv_proj")] = value[d:]
+                else:
+                    out[name] = value
                 break
         else:
             raise KeyError(f"no ViT equivalent for torchvision key {key!r}")

@@ -1,9 +1,8 @@
-"""Neural language models before attention: a fixed-window MLP, then recurrent networks.
+"""Recurrent language models: RNN, LSTM and GRU cells written out, unrolled over time.
 
-The MLP model (Bengio et al., 2003) embeds the previous ``context`` tokens, concatenates
-the vectors and predicts the next token with a hidden layer: it generalises across similar
-words, but its window is fixed. A recurrent network instead carries a hidden state h_t
-through the sequence, one step per token, so in principle it can remember anything:
+The fixed-window MLP model (``velm_course.text.mlp_lm``) sees only its last few tokens. A
+recurrent network instead carries a hidden state h_t through the sequence, one step per
+token, so in principle it can remember anything:
 
     h_t = f(x_t, h_{t-1}),    P(w_{t+1} | w_<=t) = softmax(W_out h_t)
 
@@ -34,104 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..decoding import _generator, sample_next
+from ..nn.loss import IGNORE_INDEX, check_token_ids, lm_loss
+
 # a recurrent state: h (L, B, H) for the RNN and GRU, the pair (h, c) for the LSTM
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-# ----------------------------------------------------------------------------- sampling
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Draw one token id per row of logits (B, V); returns (B, 1).
-
-    ``temperature`` divides the logits: below 1 sharpens the distribution, above 1 flattens
-    it, and 0 means greedy (always the most likely token). ``top_k`` samples only among the
-    k most likely tokens.
-
-    >>> sample_next(torch.tensor([[0.0, 2.0, 1.0]]), temperature=0)
-    tensor([[1]])
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        kth_best = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    return None if seed is None else torch.Generator(device=device).manual_seed(seed)
-
-
-def _check_idx(idx: torch.Tensor, vocab_size: int) -> None:
-    if idx.dim() != 2 or idx.dtype != torch.long:
-        raise ValueError(f"idx must be a (B, T) tensor of token ids (int64), got {idx.dtype} {tuple(idx.shape)}")
-    if idx.numel() and (idx.min() < 0 or idx.max() >= vocab_size):
-        raise ValueError(f"idx holds ids outside [0, {vocab_size})")
-
-
-def _lm_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
-    if targets is None:
-        return None
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-
-
-# ----------------------------------------------------------------------------- MLP LM
-
-
-@dataclass
-class MLPLMConfig:
-    vocab_size: int  # number of token ids
-    context: int = 3  # how many previous tokens the model sees (the fixed window)
-    n_embd: int = 16  # size of each token's embedding vector
-    n_hidden: int = 128  # width of the tanh hidden layer
-    dropout: float = 0.0  # dropout on the hidden layer while training
-
-
-class MLPLM(nn.Module):
-    """Bengio-style model: logits[:, t] = W tanh(U [e(w_{t-c+1}); ...; e(w_t)] + b) + d.
-
-    Positions before the start of the text are filled with an extra "start" embedding
-    (row ``vocab_size`` of the table), so every position has a full window.
-
-    >>> lm = MLPLM(MLPLMConfig(vocab_size=10, context=2))
-    >>> lm(torch.zeros(3, 4, dtype=torch.long))[0].shape
-    torch.Size([3, 4, 10])
-    """
-
-    def __init__(self, config: MLPLMConfig):
-        super().__init__()
-        if config.vocab_size < 1 or config.context < 1:
-            raise ValueError("vocab_size and context must be positive")
-        self.config = config
-        self.tok_emb = nn.Embedding(config.vocab_size + 1, config.n_embd)  # + the start token
-        self.hidden = nn.Linear(config.context * config.n_embd, config.n_hidden)
-        self.drop = nn.Dropout(config.dropout)
-        self.out = nn.Linear(config.n_hidden, config.vocab_size)
-
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        _check_idx(idx, self.config.vocab_size)
-        B, T = idx.shape
-        n = self.config.context
-        start = torch.full((B, n - 1), self.config.vocab_size, dtype=idx.dtype, device=idx.device)
-        padded = torch.cat([start, idx], dim=1)  # (B, n - 1 + T)
-        windows = padded.unfold(1, n, 1)  # (B, T, n): window t ends at token t
-        x = self.tok_emb(windows).flatten(2)  # (B, T, n * E), the embeddings side by side
-        logits = self.out(self.drop(torch.tanh(self.hidden(x))))  # (B, T, V)
-        return logits, _lm_loss(logits, targets)
-
 
 # ----------------------------------------------------------------------------- cells
 
@@ -303,11 +209,11 @@ class RNNLM(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits, _ = self.step(idx, state)
-        return logits, _lm_loss(logits, targets)
+        return logits, lm_loss(logits, targets)
 
     def step(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits (B, T, V) and the final state, to continue from later."""
-        _check_idx(idx, self.config.vocab_size)
+        check_token_ids(idx, self.config.vocab_size)
         out, state = self.rnn(self.drop(self.tok_emb(idx)), state)  # (B, T, H)
         return self.out(self.drop(out)), state
 
@@ -334,37 +240,6 @@ class RNNLM(nn.Module):
         return idx
 
 
-# ----------------------------------------------------------------------------- training tools
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    idx: torch.Tensor,
-    targets: torch.Tensor,
-    max_grad_norm: float | None = 1.0,
-) -> tuple[float, float]:
-    """One optimizer step; returns (loss, gradient norm before clipping).
-
-    Clipping rescales the whole gradient when its norm exceeds ``max_grad_norm``: the
-    direction is kept, but one exploding step can no longer throw the weights far away.
-
-    >>> lm = RNNLM(RNNLMConfig(vocab_size=5, cell="rnn", n_hidden=8))
-    >>> opt = torch.optim.SGD(lm.parameters(), lr=0.1)
-    >>> loss, norm = train_step(lm, opt, torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long))
-    """
-    model.train()
-    _, loss = model(idx, targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for p in model.parameters() if p.grad is not None]
-    if max_grad_norm is None:
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-    else:
-        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    return loss.item(), norm.item()
-
 
 def hidden_grad_norms(
     model: RNNLM, idx: torch.Tensor, targets: torch.Tensor, layer: int = 0, last_step_only: bool = True
@@ -381,67 +256,17 @@ def hidden_grad_norms(
     >>> hidden_grad_norms(lm, torch.zeros(1, 6, dtype=torch.long), torch.zeros(1, 6, dtype=torch.long)).shape
     torch.Size([6])
     """
-    _check_idx(idx, model.config.vocab_size)
+    check_token_ids(idx, model.config.vocab_size)
     hs, _ = model.rnn.unroll(model.drop(model.tok_emb(idx)))
     logits = model.out(model.drop(torch.stack(hs[-1], dim=1)))  # (B, T, V)
     if last_step_only:
         logits, targets = logits[:, -1:], targets[:, -1:]
-    loss = _lm_loss(logits, targets)
+    loss = lm_loss(logits, targets)
     grads = torch.autograd.grad(loss, hs[layer])  # T tensors (B, H)
     return torch.stack([torch.linalg.vector_norm(g) for g in grads])  # (T,)
 
 
-# ----------------------------------------------------------------------------- character data
 
-
-def char_vocab(text: str) -> list[str]:
-    """The sorted distinct characters of ``text``: position i is the character of id i.
-
-    >>> char_vocab("abba!")
-    ['!', 'a', 'b']
-    """
-    return sorted(set(text))
-
-
-def encode_chars(text: str, chars: list[str]) -> torch.Tensor:
-    """Ids (N,) int64 of every character of ``text`` under the vocabulary ``chars``.
-
-    >>> encode_chars("bab", ["a", "b"])
-    tensor([1, 0, 1])
-    """
-    index = {ch: i for i, ch in enumerate(chars)}
-    missing = sorted(set(text) - index.keys())
-    if missing:
-        raise ValueError(f"characters {missing[:10]} are not in the vocabulary")
-    return torch.tensor([index[ch] for ch in text], dtype=torch.long)
-
-
-def decode_chars(ids: torch.Tensor | list[int], chars: list[str]) -> str:
-    """The text of a 1-D sequence of ids; inverse of :func:`encode_chars`.
-
-    >>> decode_chars(torch.tensor([1, 0, 1]), ["a", "b"])
-    'bab'
-    """
-    return "".join(chars[i] for i in torch.as_tensor(ids).tolist())
-
-
-def random_windows(
-    data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of random windows of ``data`` (N,): inputs x (B, T) and targets y = x shifted by one.
-
-    >>> x, y = random_windows(torch.arange(10), 2, 3, torch.Generator().manual_seed(0))
-    >>> bool((y == x + 1).all())
-    True
-    """
-    if data.dim() != 1 or len(data) <= block_size:
-        raise ValueError(f"need a 1-D sequence longer than block_size={block_size}, got shape {tuple(data.shape)}")
-    starts = torch.randint(0, len(data) - block_size, (batch_size,), generator=generator)  # (B,)
-    offsets = starts[:, None] + torch.arange(block_size)  # (B, T)
-    return data[offsets], data[offsets + 1]
-
-
-@torch.no_grad()
 def sequence_bits(model: RNNLM, data: torch.Tensor, start_id: int, n_streams: int = 1, chunk: int = 256) -> float:
     """Total -log2 P(data) in bits: every token of ``data`` (N,) predicted from those before it.
 
@@ -464,12 +289,10 @@ def sequence_bits(model: RNNLM, data: torch.Tensor, start_id: int, n_streams: in
     length = math.ceil(len(data) / n_streams)  # steps per stream; the last stream is padded
     pad = length * n_streams - len(data)
     inputs = torch.cat([inputs, inputs.new_zeros(pad)]).view(n_streams, length)  # (S, L)
-    targets = torch.cat([data, data.new_full((pad,), -100)]).view(n_streams, length)  # (S, L)
+    targets = torch.cat([data, data.new_full((pad,), IGNORE_INDEX)]).view(n_streams, length)  # (S, L)
     total_nats, state = 0.0, None
     for t in range(0, length, chunk):
         logits, state = model.step(inputs[:, t : t + chunk], state)  # (S, chunk, V)
-        total_nats += F.cross_entropy(
-            logits.flatten(0, 1), targets[:, t : t + chunk].flatten(), ignore_index=-100, reduction="sum"
-        ).item()
+        total_nats += lm_loss(logits, targets[:, t : t + chunk], reduction="sum").item()
     model.train(was_training)
     return total_nats / math.log(2)

@@ -1,0 +1,410 @@
+"""The training engine: one loop for every model in the course.
+
+A model family supplies two things: a ``loss_fn(model, batch) -> (loss_sum, count)`` giving
+the summed loss of a batch and how many items (tokens, images) it sums over, and the
+batches. The engine does the rest:
+
+- AdamW with decoupled weight decay on matrices, linear warm-up then cosine decay
+  (``torch.optim.lr_scheduler.LambdaLR``), gradient clipping, gradient accumulation;
+- the loss is averaged over the *global* count of a step: all micro-batches and all
+  processes together, so 2 processes with batch B/2 take exactly the step 1 process with
+  batch B takes, even when captions have different lengths;
+- autocast (bf16, or fp16 with a gradient scaler) on CUDA, fp32 on the CPU; TF32 on;
+  optional ``torch.compile``;
+- the host waits for the device only every ``log_every`` steps (``loss.item()`` blocks);
+- validation loss every ``val_every`` steps, ``metrics.jsonl`` in the run folder, optional
+  TensorBoard, a tqdm bar with items/s;
+- checkpoints every ``checkpoint_every`` steps, every ``checkpoint_minutes``, at the end, and
+  when stopped by Ctrl-C or SIGTERM (which Colab and job schedulers send); a run killed
+  outright (SIGKILL) resumes from its last checkpoint, and on a CPU the resumed run ends with
+  bit-identical weights to one never interrupted: the data order is a function of the step,
+  and the random state (dropout) is saved and restored;
+- under ``torchrun`` the model is wrapped in DistributedDataParallel; only rank 0 writes.
+
+>>> import torch
+>>> model = torch.nn.Linear(2, 1)
+>>> def loss_fn(m, batch):
+...     return ((m(batch["x"]) - batch["y"]) ** 2).sum(), torch.tensor(len(batch["x"]))
+>>> def batches(start_step):
+...     while True:
+...         x = torch.randn(8, 2)
+...         yield {"x": x, "y": x.sum(1, keepdim=True)}
+>>> history = fit(model, loss_fn, batches, TrainConfig(steps=200, lr=0.05, warmup=1), progress=False)
+>>> history[-1]["loss"] < 0.01
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import distributed
+from .checkpoint import FORMAT, CheckpointError, CheckpointManager, load_checkpoint
+from .config import TrainConfig, resume_conflicts
+from .precision import autocast, enable_tf32, resolve_precision
+
+Batch = dict
+LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint it can resume from."""
+
+
+class RunFolderInUse(FileExistsError):
+    """The run folder already holds a run, and resuming was not asked for."""
+
+
+class OutOfMemory(RuntimeError):
+    """A step did not fit in device memory; the message says what would."""
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate multiplier at each step: linear warm-up, then cosine to min_lr_ratio.
+
+    >>> f = lr_lambda(TrainConfig(steps=100, warmup=10, min_lr_ratio=0.0))
+    >>> f(0), f(9), round(f(55), 3), f(100)
+    (0.1, 1.0, 0.5, 0.0)
+    """
+    def f(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress = min(1.0, (step - cfg.warmup + 1) / max(1, cfg.steps - cfg.warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # decay matrices (linear and conv weights, embeddings) but not biases or norm gains:
+    # shrinking a LayerNorm gain towards 0 only fights the normalisation
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = {"fused": True} if all(p.is_cuda for p in params) and params else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), **fused)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but no CUDA GPU is available: use --device cpu")
+    return device
+
+
+def move_batch(batch: Batch, device: torch.device) -> Batch:
+    """Every tensor of a batch on ``device``; uint8 images travel as uint8 (4× fewer bytes)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class _StopFlag:
+    """Turns Ctrl-C and SIGTERM into a request to stop after the current step.
+
+    A second Ctrl-C raises at once, for a step that hangs.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_batches: Callable[[int], Iterable[Batch]],
+    cfg: TrainConfig,
+    run_dir: str | Path | None = None,
+    val_batches: Callable[[], Iterable[Batch]] | None = None,
+    config: dict | None = None,
+    extra_state: dict | None = None,
+    resume: bool = False,
+    name: str = "checkpoint",
+    progress: bool = True,
+    desc: str = "training",
+    unit: str = "items",
+) -> list[dict]:
+    """Train ``model`` for ``cfg.steps`` optimizer steps; returns the history of logged steps.
+
+    ``train_batches(start_step)`` yields micro-batches (dicts of tensors) from optimizer step
+    ``start_step`` on, ``cfg.grad_accum`` per step, the same ones whether or not the run was
+    interrupted. ``val_batches()`` yields validation batches. With ``run_dir``, checkpoints
+    (``{name}.pt``) and ``metrics.jsonl`` go there; ``config`` (the run's settings as a dict)
+    and ``extra_state`` (e.g. the vocabulary) are stored in every checkpoint. ``resume=True``
+    continues from ``{name}.pt`` if it exists, refusing a ``config`` whose model or data
+    settings differ; without it an existing checkpoint is an error, never overwritten.
+    """
+    from tqdm.auto import tqdm
+
+    from .. import __version__
+
+    dist = distributed.info()
+    device = resolve_device(cfg.device, dist.local_rank)
+    precision = resolve_precision(cfg.precision, device)
+    if device.type == "cuda":
+        enable_tf32()
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    config = config or {"train": vars(cfg).copy()}
+    config_hash = _hash(config)
+    manager = CheckpointManager(run_dir, cfg.keep_last, name) if run_dir is not None else None
+    metrics_file = Path(run_dir) / f"metrics{'' if name == 'checkpoint' else '_' + name}.jsonl" if run_dir else None
+
+    history: list[dict] = []
+    start, best_val = 0, math.inf
+    # one seed for every run of this config: dropout masks differ per rank, repeat per run
+    torch.manual_seed(cfg.seed * 1_000_003 + 7919 * dist.rank)
+    if manager is not None and manager.latest.exists():
+        if not resume:
+            raise RunFolderInUse(f"{run_dir} already holds a run ({manager.latest.name}); resume it with "
+                                 "--resume, or choose a new --run-dir")
+        state = load_checkpoint(manager.latest, map_location=device)
+        conflicts = resume_conflicts(state["config"], config)
+        if conflicts:
+            raise CheckpointError(f"{manager.latest}: cannot resume with different settings: {conflicts}")
+        if state["step"] > cfg.steps:
+            raise CheckpointError(f"{manager.latest}: already at step {state['step']}, more than steps={cfg.steps}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        # a longer run stretches the cosine: the schedule follows the new step count
+        scheduler.lr_lambdas = [lr_lambda(cfg)]
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        rng = state["rng"][dist.rank] if dist.rank < len(state["rng"]) else state["rng"][0]
+        _set_rng_state(rng)
+        start, history, best_val = state["step"], list(state["history"]), state.get("best_val", math.inf)
+        if dist.is_main and metrics_file is not None and metrics_file.exists():
+            # lines logged after the checkpoint belong to steps that will be run again
+            lines = [ln for ln in metrics_file.read_text().splitlines()
+                     if ln.strip() and json.loads(ln)["step"] <= start]
+            metrics_file.write_text("".join(ln + "\n" for ln in lines))
+
+    train_model = model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = _try_compile(train_model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    writer = _tensorboard(run_dir, name) if (cfg.tensorboard and run_dir and dist.is_main) else None
+
+    def checkpoint(step: int, is_best: bool = False) -> None:
+        rngs = distributed.gather_objects(_rng_state())  # every rank's dropout stream
+        if manager is None or not dist.is_main:
+            return
+        manager.save({
+            "format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "step": step, "samples_seen": step * cfg.grad_accum * cfg.batch_size * dist.world_size,
+            "rng": rngs, "config": config, "config_hash": config_hash, "package_version": __version__,
+            "history": history, "best_val": best_val, "world_size": dist.world_size,
+            **(extra_state or {}),
+        }, is_best=is_best)
+
+    def log(row: dict) -> None:
+        history.append(row)
+        if metrics_file is not None and dist.is_main:
+            with open(metrics_file, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if writer is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    writer.add_scalar(f"{name}/{k}", v, row["step"])
+
+    # one constant scale for every micro-batch of every rank keeps gradients of a sensible size
+    # in backward; the exact division by the global count happens once, after the last one
+    pre_scale = 1.0 / (cfg.batch_size * cfg.grad_accum)
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not (progress and dist.is_main),
+               dynamic_ncols=True)
+    window_loss = torch.zeros((), device=device)
+    window_count = torch.zeros((), device=device)
+    window_start, last_save = time.perf_counter(), time.monotonic()
+    batches: Iterator[Batch] = iter(train_batches(start))
+    step = start
+    with _StopFlag() as stop:
+        try:
+            while step < cfg.steps:
+                step_loss, step_count = _train_step(
+                    train_model, params, loss_fn, batches, cfg, device, precision, scaler,
+                    optimizer, pre_scale, dist.world_size)
+                scheduler.step()
+                step += 1
+                window_loss += step_loss
+                window_count += step_count
+                bar.update(1)
+                row = None
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    n = window_count.item()  # the one host synchronisation of a window
+                    elapsed = time.perf_counter() - window_start
+                    row = {"step": step, "loss": window_loss.item() / max(n, 1),
+                           "lr": scheduler.get_last_lr()[0], f"{unit}_per_s": n / max(elapsed, 1e-9)}
+                    bar.set_postfix({"loss": f"{row['loss']:.3f}", f"{unit}/s": f"{row[f'{unit}_per_s']:.0f}"})
+                    window_loss.zero_()
+                    window_count.zero_()
+                    window_start = time.perf_counter()
+                is_best = False
+                if val_batches is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+                    row = row or {"step": step}
+                    row["val_loss"] = evaluate_loss(train_model, loss_fn, val_batches(), cfg.val_batches,
+                                                    device, precision)
+                    is_best = row["val_loss"] < best_val
+                    best_val = min(best_val, row["val_loss"])
+                if row is not None:
+                    log(row)
+                due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or is_best
+                timed = _agree(time.monotonic() - last_save > 60 * cfg.checkpoint_minutes, device)
+                stopping = _agree(stop.signal is not None, device)
+                if due or timed or stopping:
+                    checkpoint(step, is_best)
+                    last_save = time.monotonic()
+                if stopping:
+                    raise TrainingInterrupted(
+                        f"stopped at step {step} by {signal.Signals(stop.signal or signal.SIGTERM).name}; "
+                        f"checkpoint saved{f' in {run_dir}' if run_dir else ''}")
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+    model.eval()
+    return history
+
+
+def _train_step(model, params, loss_fn, batches, cfg, device, precision, scaler, optimizer,
+                pre_scale, world_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns (summed loss, count)."""
+    total_loss = torch.zeros((), device=device)
+    total_count = torch.zeros((), device=device)
+    for i in range(cfg.grad_accum):
+        batch = move_batch(next(batches), device)
+        last = i == cfg.grad_accum - 1
+        # DDP averages gradients across ranks in backward: only on the last micro-batch
+        sync = nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        try:
+            with sync:
+                with autocast(precision, device):
+                    loss_sum, count = loss_fn(model, batch)
+                scaler.scale(loss_sum.float() * pre_scale).backward()
+        except torch.OutOfMemoryError as err:
+            b, a = cfg.batch_size, cfg.grad_accum
+            raise OutOfMemory(
+                f"out of memory on {device} with batch_size={b} per process and grad_accum={a}. "
+                f"The same effective batch in smaller pieces: --batch-size {max(1, b // 2)} "
+                f"--grad-accum {a * 2}" + (" (or --precision bf16)" if precision == "fp32" and device.type == "cuda" else "")
+            ) from err
+        total_loss += loss_sum.detach().float()
+        total_count += torch.as_tensor(count, device=device, dtype=torch.float32)
+    stats = distributed.all_reduce_sum(torch.stack([total_loss, total_count]))  # global sums
+    total_loss, total_count = stats[0], stats[1]
+    scaler.unscale_(optimizer)
+    # gradients now hold pre_scale * sum over this rank's items, averaged over ranks by DDP:
+    # rescale them to the mean over every item of the step, whichever rank saw it
+    factor = world_size / (pre_scale * total_count.clamp(min=1))
+    grads = [p.grad for p in params if p.grad is not None]
+    torch._foreach_mul_(grads, factor)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total_loss, total_count
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, loss_fn: LossFn, batches: Iterable[Batch], max_batches: int,
+                  device: torch.device, precision: str = "fp32") -> float:
+    """Mean loss per item over at most ``max_batches`` batches, in eval mode (all ranks together)."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(2, device=device)
+    for i, batch in enumerate(batches):
+        if i >= max_batches:
+            break
+        with autocast(precision, device):
+            loss_sum, count = loss_fn(model, move_batch(batch, device))
+        totals += torch.stack([loss_sum.float(), torch.as_tensor(count, device=device, dtype=torch.float32)])
+    totals = distributed.all_reduce_sum(totals)
+    model.train(was_training)
+    return (totals[0] / totals[1].clamp(min=1)).item()
+
+
+def _agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is true on any (a stop signal or timer may reach one rank only)."""
+    if distributed.info().world_size == 1:
+        return flag
+    t = distributed.all_reduce_sum(torch.tensor([float(flag)], device=device))
+    return bool(t.item() > 0)
+
+
+def _hash(config: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _try_compile(model: nn.Module) -> nn.Module:
+    try:
+        return torch.compile(model)
+    except Exception as err:  # no compiler toolchain, unsupported platform: eager still works
+        warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); training without it", stacklevel=3)
+        return model
+
+
+def _tensorboard(run_dir, name: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        warnings.warn("tensorboard is not installed: pip install tensorboard; logging to metrics.jsonl only",
+                      stacklevel=3)
+        return None
+    return SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+
+def load_model_state(path) -> dict:
+    """The model weights of a training checkpoint (``state["model"]``), checked."""
+    return load_checkpoint(path)["model"]

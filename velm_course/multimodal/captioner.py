@@ -1,0 +1,138 @@
+"""An image-captioning model: image tokens → a Transformer decoder that attends to them.
+
+    P(caption | image) = prod_t P(w_t | w_<t, image)
+
+The image encoder turns a picture into a grid of tokens (B, N, C). The decoder is a stack of
+the shared pre-norm blocks (``velm_course.nn.Block``) built causal and with cross-attention:
+after causal self-attention over the words written so far, each word position attends to the
+image tokens. That is the only place the image enters, so a "blind" model (``blind=True``)
+that swaps the image tokens for one learned constant token is the same network minus vision:
+the baseline that shows what the image is worth.
+
+The captioner initialises only what it owns (embeddings, blocks, norms): an encoder passed
+in, or loaded with pretrained weights, keeps its weights.
+
+Shape letters: B batch, T caption tokens, N image tokens, C model width, V vocabulary.
+
+>>> cfg = CaptionerConfig(vocab_size=20, d_model=32, n_layer=1, n_head=2, image_size=64)
+>>> model = Captioner(cfg)
+>>> logits, loss = model(torch.rand(2, 3, 64, 64), torch.ones(2, 5, dtype=torch.long))
+>>> tuple(logits.shape), loss is None
+((2, 5, 20), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.captions import BOS, EOS, PAD
+from ..decoding import sample_next
+from ..nn import Block, BlockConfig, KVCache, check_token_ids, init_transformer_, lm_loss
+from ..vision.encoders import build_image_encoder
+
+
+@dataclass
+class CaptionerConfig:
+    vocab_size: int  # number of caption words, special tokens included
+    d_model: int = 128  # width of image tokens, word embeddings and every block
+    n_layer: int = 2  # decoder blocks
+    n_head: int = 4  # attention heads in each self- and cross-attention
+    max_len: int = 24  # longest caption in tokens, <bos> and <eos> included
+    dropout: float = 0.1  # dropout on attention weights and residual branches while training
+    image_size: int = 64  # side of the square input images
+    encoder: str = "small_cnn"  # image encoder name, see velm_course.vision.encoders
+    pretrained: bool = False  # load the encoder's ImageNet weights (torchvision encoders)
+    freeze_encoder: bool = False  # keep the encoder's weights fixed while training
+    blind: bool = False  # True: never look at the image (the no-vision baseline)
+
+
+class Captioner(nn.Module):
+    def __init__(self, config: CaptionerConfig, encoder: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        c = config.d_model
+        if config.blind:
+            # one learned "image" token that carries no information about the picture
+            self.encoder = None
+            self.blind_token = nn.Parameter(torch.zeros(1, 1, c))
+        else:
+            self.encoder = encoder or build_image_encoder(
+                config.encoder, c, config.image_size, pretrained=config.pretrained)
+            if config.freeze_encoder:
+                self.encoder.requires_grad_(False)
+            self.ln_image = nn.LayerNorm(c)
+        self.tok_emb = nn.Embedding(config.vocab_size, c)
+        self.pos_emb = nn.Embedding(config.max_len, c)
+        self.drop = nn.Dropout(config.dropout)
+        block = BlockConfig(d_model=c, n_head=config.n_head, dropout=config.dropout, causal=True,
+                            cross_attention=True)
+        self.blocks = nn.ModuleList(Block(block) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(c)
+        self.lm_head = nn.Linear(c, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # weight tying: one table for reading and writing words
+        # the decoder's own parts only: never the encoder, which may hold pretrained weights
+        init_transformer_([self.tok_emb, self.pos_emb, self.blocks, self.ln_f], config.n_layer)
+
+    def train(self, mode: bool = True) -> Captioner:
+        super().train(mode)
+        if self.encoder is not None and self.config.freeze_encoder:
+            self.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
+        return self
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Image tokens (B, N, C) for the decoder to attend to (N = 1 for the blind model)."""
+        if self.encoder is None:
+            return self.blind_token.expand(images.shape[0], -1, -1)  # (B, 1, C)
+        grid, _pooled = self.encoder(images)  # (B, N, C)
+        return self.ln_image(grid)
+
+    def decode(
+        self, image_tokens: torch.Tensor, idx: torch.Tensor, caches: list[KVCache] | None = None
+    ) -> torch.Tensor:
+        """Next-word logits (B, T, V) for caption prefixes idx (B, T).
+
+        With ``caches`` (one per block), idx holds only the tokens after those already cached.
+        """
+        past = 0 if caches is None else len(caches[0])
+        check_token_ids(idx, self.config.vocab_size, self.config.max_len, past)
+        pos = torch.arange(past, past + idx.shape[1], device=idx.device)  # (T,)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, memory=image_tokens, cache=None if caches is None else caches[i])
+        return self.lm_head(self.ln_f(x))  # (B, T, V)
+
+    def forward(
+        self, images: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Teacher forcing: logits for every position, and the mean cross-entropy if targets given.
+
+        ``targets`` is ``idx`` shifted left by one, with ``IGNORE_INDEX`` after the caption's end.
+        """
+        logits = self.decode(self.encode(images), idx)
+        return logits, lm_loss(logits, targets)
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, max_new_tokens: int | None = None) -> torch.Tensor:
+        """Greedy decoding: start from <bos>, append the most likely word until <eos>.
+
+        Returns (B, T') token ids without the leading <bos>. The image is encoded once, and a
+        KV cache per block means each step feeds only the newest word.
+        """
+        steps = min(max_new_tokens or self.config.max_len - 1, self.config.max_len - 1)
+        image_tokens = self.encode(images)
+        B = images.shape[0]
+        idx = torch.full((B, 1), BOS, dtype=torch.long, device=images.device)
+        done = torch.zeros(B, dtype=torch.bool, device=images.device)
+        caches = [KVCache() for _ in self.blocks]
+        for _ in range(steps):
+            logits = self.decode(image_tokens, idx[:, len(caches[0]):], caches)[:, -1]  # (B, V)
+            nxt = sample_next(logits, temperature=0)[:, 0]  # (B,)
+            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)  # finished captions only pad
+            idx = torch.cat([idx, nxt[:, None]], dim=1)
+            done |= nxt == EOS
+            if done.all():
+                break
+        return idx[:, 1:]
