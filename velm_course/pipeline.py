@@ -9,6 +9,7 @@ too, on a very small setting. Everything a run produces lands in one folder:
         checkpoint.pt          the captioner's latest state (also best.pt, checkpoints/)
         baseline_checkpoint.pt the blind baseline's
         metrics.jsonl          training loss, learning rate, throughput, validation loss
+        baseline_metrics.jsonl the same for the baseline
         metrics.json           test-split scores: model, blind baseline, and dataset rows
         captions_test.json     the generated test captions
         loss_curve.png, samples.png
@@ -127,9 +128,9 @@ def train_and_evaluate(
         encoder=cfg.model.encoder, pretrained=cfg.model.pretrained, freeze_encoder=cfg.model.freeze_encoder)
     models, histories, seconds = {}, {}, {}
     blind_train = replace(cfg.train, steps=cfg.train.blind_steps, warmup=max(1, cfg.train.blind_steps // 10))
-    for name, blind, train_cfg, ckpt in [
-        ("model", False, cfg.train, "checkpoint"),
-        ("baseline", True, blind_train, "baseline_checkpoint"),
+    for name, blind, train_cfg, prefix in [
+        ("model", False, cfg.train, ""),
+        ("baseline", True, blind_train, "baseline_"),
     ]:
         torch.manual_seed(train_cfg.seed)  # the same initial weights on every run and every resume
         model = Captioner(replace(model_cfg, blind=blind)).to(memory_format=torch.channels_last)
@@ -139,7 +140,7 @@ def train_and_evaluate(
             batch_loader(train_pairs, collate_captions, train_cfg.batch_size, train_cfg.seed, train_cfg.steps,
                          train_cfg.grad_accum, cfg.data.num_workers, pin),
             train_cfg, run_dir=run_dir, val_batches=val_batches, config=cfg.to_dict(),
-            extra_state={"vocab": vocab.to_list(), "max_words": max_words}, resume=True, name=ckpt,
+            extra_state={"vocab": vocab.to_list(), "max_words": max_words}, resume=True, prefix=prefix,
             progress=progress, desc=f"training {'blind baseline' if blind else 'captioner'}", unit="tokens",
         )
         seconds[name] = time.perf_counter() - t0

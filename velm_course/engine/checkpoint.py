@@ -12,6 +12,9 @@ In a run folder:
     checkpoints/step-N.pt      the last ``keep_last`` states (hard links: no extra disk)
     best.pt                    the state with the lowest validation loss so far
 
+A second model trained in the same folder (the captioning job's blind baseline) puts a
+prefix before each name: ``baseline_checkpoint.pt``.
+
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
 ...     save_checkpoint(Path(d) / "c.pt", {"model": {}, "step": 3})
@@ -81,13 +84,12 @@ def load_checkpoint(path, required=REQUIRED_KEYS, map_location="cpu") -> dict:
 class CheckpointManager:
     """Saves to ``RUN_DIR/checkpoint.pt``, keeps the last N step files and the best one."""
 
-    def __init__(self, run_dir, keep_last: int = 2, name: str = "checkpoint"):
+    def __init__(self, run_dir, keep_last: int = 2, prefix: str = ""):
         self.run_dir = Path(run_dir)
         self.keep_last = keep_last
-        self.latest = self.run_dir / f"{name}.pt"
-        self.best = self.run_dir / f"{name.replace('checkpoint', 'best')}.pt"
-        self.step_dir = self.run_dir / f"{name}s"
-        self.name = name
+        self.latest = self.run_dir / f"{prefix}checkpoint.pt"
+        self.best = self.run_dir / f"{prefix}best.pt"
+        self.step_dir = self.run_dir / f"{prefix}checkpoints"
 
     def save(self, state: dict, is_best: bool = False) -> None:
         save_checkpoint(self.latest, state)

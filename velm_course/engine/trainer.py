@@ -160,7 +160,7 @@ def fit(
     config: dict | None = None,
     extra_state: dict | None = None,
     resume: bool = False,
-    name: str = "checkpoint",
+    prefix: str = "",
     progress: bool = True,
     desc: str = "training",
     unit: str = "items",
@@ -170,9 +170,9 @@ def fit(
     ``train_batches(start_step)`` yields micro-batches (dicts of tensors) from optimizer step
     ``start_step`` on, ``cfg.grad_accum`` per step, the same ones whether or not the run was
     interrupted. ``val_batches()`` yields validation batches. With ``run_dir``, checkpoints
-    (``{name}.pt``) and ``metrics.jsonl`` go there; ``config`` (the run's settings as a dict)
+    (``{prefix}checkpoint.pt``) and ``{prefix}metrics.jsonl`` go there; ``config`` (the run's settings as a dict)
     and ``extra_state`` (e.g. the vocabulary) are stored in every checkpoint. ``resume=True``
-    continues from ``{name}.pt`` if it exists, refusing a ``config`` whose model or data
+    continues from ``{prefix}checkpoint.pt`` if it exists, refusing a ``config`` whose model or data
     settings differ; without it an existing checkpoint is an error, never overwritten.
     """
     from tqdm.auto import tqdm
@@ -190,8 +190,8 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     config = config or {"train": vars(cfg).copy()}
     config_hash = _hash(config)
-    manager = CheckpointManager(run_dir, cfg.keep_last, name) if run_dir is not None else None
-    metrics_file = Path(run_dir) / f"metrics{'' if name == 'checkpoint' else '_' + name}.jsonl" if run_dir else None
+    manager = CheckpointManager(run_dir, cfg.keep_last, prefix) if run_dir is not None else None
+    metrics_file = Path(run_dir) / f"{prefix}metrics.jsonl" if run_dir is not None else None
 
     history: list[dict] = []
     start, best_val = 0, math.inf
@@ -231,7 +231,7 @@ def fit(
     if cfg.compile:
         train_model = _try_compile(train_model)
     params = [p for p in model.parameters() if p.requires_grad]
-    writer = _tensorboard(run_dir, name) if (cfg.tensorboard and run_dir and dist.is_main) else None
+    writer = _tensorboard(run_dir) if (cfg.tensorboard and run_dir and dist.is_main) else None
 
     def checkpoint(step: int, is_best: bool = False) -> None:
         rngs = distributed.gather_objects(_rng_state())  # every rank's dropout stream
@@ -254,7 +254,7 @@ def fit(
         if writer is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
-                    writer.add_scalar(f"{name}/{k}", v, row["step"])
+                    writer.add_scalar(f"{prefix or 'model_'}{k}", v, row["step"])
 
     # one constant scale for every micro-batch of every rank keeps gradients of a sensible size
     # in backward; the exact division by the global count happens once, after the last one
@@ -264,29 +264,37 @@ def fit(
                dynamic_ncols=True)
     window_loss = torch.zeros((), device=device)
     window_count = torch.zeros((), device=device)
+    window_norm = torch.zeros((), device=device)  # summed gradient norms (before clipping)
+    window_clipped = torch.zeros((), device=device)  # steps whose gradient was clipped
     window_start, last_save = time.perf_counter(), time.monotonic()
     batches: Iterator[Batch] = iter(train_batches(start))
     step = start
     with _StopFlag() as stop:
         try:
             while step < cfg.steps:
-                step_loss, step_count = _train_step(
+                step_loss, step_count, grad_norm = _train_step(
                     train_model, params, loss_fn, batches, cfg, device, precision, scaler,
                     optimizer, pre_scale, dist.world_size)
                 scheduler.step()
                 step += 1
                 window_loss += step_loss
                 window_count += step_count
+                window_norm += grad_norm
+                if cfg.grad_clip:
+                    window_clipped += grad_norm > cfg.grad_clip
                 bar.update(1)
+                window_steps = (step - start) % cfg.log_every or cfg.log_every
                 row = None
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     n = window_count.item()  # the one host synchronisation of a window
                     elapsed = time.perf_counter() - window_start
                     row = {"step": step, "loss": window_loss.item() / max(n, 1),
-                           "lr": scheduler.get_last_lr()[0], f"{unit}_per_s": n / max(elapsed, 1e-9)}
+                           "lr": scheduler.get_last_lr()[0], f"{unit}_per_s": n / max(elapsed, 1e-9),
+                           "grad_norm": window_norm.item() / window_steps,
+                           "clipped": window_clipped.item() / window_steps}
                     bar.set_postfix({"loss": f"{row['loss']:.3f}", f"{unit}/s": f"{row[f'{unit}_per_s']:.0f}"})
-                    window_loss.zero_()
-                    window_count.zero_()
+                    for t in (window_loss, window_count, window_norm, window_clipped):
+                        t.zero_()
                     window_start = time.perf_counter()
                 is_best = False
                 if val_batches is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
@@ -316,8 +324,9 @@ def fit(
 
 
 def _train_step(model, params, loss_fn, batches, cfg, device, precision, scaler, optimizer,
-                pre_scale, world_size) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns (summed loss, count)."""
+                pre_scale, world_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the summed loss, the
+    count it sums over, and the gradient norm before clipping (all tensors: no host sync)."""
     total_loss = torch.zeros((), device=device)
     total_count = torch.zeros((), device=device)
     for i in range(cfg.grad_accum):
@@ -347,12 +356,12 @@ def _train_step(model, params, loss_fn, batches, cfg, device, precision, scaler,
     factor = world_size / (pre_scale * total_count.clamp(min=1))
     grads = [p.grad for p in params if p.grad is not None]
     torch._foreach_mul_(grads, factor)
-    if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    # with grad_clip=0 the norm is still measured (inf never clips) for the log
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return total_loss, total_count
+    return total_loss, total_count, grad_norm
 
 
 @torch.no_grad()
@@ -395,7 +404,7 @@ def _try_compile(model: nn.Module) -> nn.Module:
         return model
 
 
-def _tensorboard(run_dir, name: str):
+def _tensorboard(run_dir):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:

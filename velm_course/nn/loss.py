@@ -44,3 +44,11 @@ def check_token_ids(idx: torch.Tensor, vocab_size: int | None = None, max_len: i
             f"context of {past + idx.shape[1]} tokens is longer than {max_len}: the model has no "
             f"position embedding beyond that; crop to the last {max_len} tokens"
         )
+
+
+def lm_objective(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training engine's loss for any LM with ``forward(idx, targets=None)``: the summed
+    cross-entropy of batch {"idx": (B, T), "targets": (B, T)} and the number of scored tokens."""
+    logits, _ = model(batch["idx"])
+    targets = batch["targets"]
+    return lm_loss(logits, targets, reduction="sum"), (targets != IGNORE_INDEX).sum()

@@ -5,7 +5,7 @@ Every neural LM here has the same interface, ``forward(idx, targets=None) -> (lo
 
 from .bert import BertConfig, BertMLM, mask_tokens
 from .bpe import BPETokenizer
-from .chars import char_vocab, decode_chars, encode_chars, random_windows
+from .chars import char_vocab, decode_chars, encode_chars, random_windows, window_batches
 from .gpt import GPT, GPTConfig
 from .hmm import HMM, ice_cream_hmm, viterbi
 from .mlp_lm import MLPLM, MLPLMConfig
@@ -17,7 +17,7 @@ from .wordpiece import WordPieceTokenizer, train_wordpiece
 
 __all__ = [
     "BertConfig", "BertMLM", "mask_tokens", "BPETokenizer", "char_vocab", "decode_chars",
-    "encode_chars", "random_windows", "GPT", "GPTConfig", "HMM", "ice_cream_hmm", "viterbi",
+    "encode_chars", "random_windows", "window_batches", "GPT", "GPTConfig", "HMM", "ice_cream_hmm", "viterbi",
     "MLPLM", "MLPLMConfig", "NGramConfig", "NGramLM", "tokenize_sentences", "porter_stem",
     "remove_stop_words", "word_tokenize", "RNNLM", "RNNLMConfig", "sequence_bits",
     "nearest_neighbours", "word_vectors", "WordPieceTokenizer", "train_wordpiece",
