@@ -1,7 +1,7 @@
 """What this machine has: versions, device, profile. Notebook 00 prints it first.
 
 >>> sorted(environment_report())[:3]
-['cuda', 'device', 'gpu']
+['cpu threads', 'cuda', 'device']
 """
 
 from __future__ import annotations

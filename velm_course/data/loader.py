@@ -72,7 +72,8 @@ class CaptionPairs(Dataset):
     def __init__(self, dataset, vocab: CaptionVocab, max_words: int, in_memory: bool = False,
                  progress: bool = False):
         self.dataset, self.vocab, self.max_words = dataset, vocab, max_words
-        refs = [dataset.captions_by_id()[i] for i in dataset.image_ids]
+        by_id = dataset.captions_by_id()
+        refs = [by_id[i] for i in dataset.image_ids]
         self.pairs = [(i, k) for i, r in enumerate(refs) for k in range(len(r))]
         self.tokens = [vocab.encode_batch(r, max_words) for r in refs]  # per image (K, L)
         self.images = None

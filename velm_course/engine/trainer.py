@@ -21,6 +21,11 @@ batches. The engine does the rest:
   and the random state (dropout) is saved and restored;
 - under ``torchrun`` the model is wrapped in DistributedDataParallel; only rank 0 writes.
 
+One thing no averaging fixes: BatchNorm normalises with the statistics of the batch it sees,
+so its outputs depend on how a step's batch is cut into micro-batches or processes (on GPUs,
+``torch.nn.SyncBatchNorm`` shares the statistics across processes). Models without BatchNorm
+take exactly the same steps whichever way the batch is cut; the tests check that.
+
 >>> import torch
 >>> model = torch.nn.Linear(2, 1)
 >>> def loss_fn(m, batch):
@@ -80,7 +85,7 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < cfg.warmup:
             return (step + 1) / cfg.warmup
-        progress = min(1.0, (step - cfg.warmup + 1) / max(1, cfg.steps - cfg.warmup))
+        progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return f
 
@@ -190,6 +195,8 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     config = config or {"train": vars(cfg).copy()}
     config_hash = _hash(config)
+    if run_dir is not None and dist.is_main:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(run_dir, cfg.keep_last, prefix) if run_dir is not None else None
     metrics_file = Path(run_dir) / f"{prefix}metrics.jsonl" if run_dir is not None else None
 
@@ -211,7 +218,7 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         # a longer run stretches the cosine: the schedule follows the new step count
-        scheduler.lr_lambdas = [lr_lambda(cfg)]
+        scheduler.lr_lambdas = [lr_lambda(cfg)] * len(optimizer.param_groups)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         rng = state["rng"][dist.rank] if dist.rank < len(state["rng"]) else state["rng"][0]

@@ -69,15 +69,23 @@ def attention_weights(
 
     ``mask``: booleans broadcastable to (..., T, S), True where a query may look at a key.
     ``causal``: query i sees keys up to its own position (see ``causal_mask``).
+    A query that may look at no key at all (a padded position) gets all-zero weights, as in
+    ``F.scaled_dot_product_attention``, rather than the nan of a softmax over nothing.
+
+    >>> attention_weights(torch.eye(2), torch.eye(2), mask=torch.tensor([[True, False], [False, False]]))
+    tensor([[1., 0.],
+            [0., 0.]])
     """
     hs = q.shape[-1]
     scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (..., T, S)
     if causal:
         cm = causal_mask(scores.shape[-2], scores.shape[-1], q.device)  # (T, S)
         mask = cm if mask is None else mask & cm
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no weight at all
-    return softmax(scores)  # (..., T, S)
+    if mask is None:
+        return softmax(scores)  # (..., T, S)
+    scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no weight at all
+    # a nan in a padded row would spread: the next layer multiplies it by a zero weight
+    return softmax(scores).masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)  # (..., T, S)
 
 
 def attention(

@@ -33,15 +33,22 @@ def lm_loss(
 
 
 def check_token_ids(idx: torch.Tensor, vocab_size: int | None = None, max_len: int | None = None,
-                    past: int = 0) -> None:
-    """Raise a clear error unless idx is a (B, T) int64 tensor of ids < vocab_size and fits max_len."""
+                    past: int = 0, max_len_name: str = "max_len") -> None:
+    """Raise a clear error unless idx is a (B, T) int64 tensor of ids < vocab_size and, after
+    ``past`` tokens already cached, fits ``max_len`` (the model's setting ``max_len_name``).
+
+    >>> check_token_ids(torch.zeros(1, 5, dtype=torch.long), max_len=4, max_len_name="block_size")
+    Traceback (most recent call last):
+    ...
+    ValueError: context of 5 tokens is longer than block_size=4: the model has no position embedding beyond that; crop to the last 4 tokens
+    """
     if idx.dim() != 2 or idx.dtype != torch.long:
         raise ValueError(f"idx must be a (B, T) tensor of token ids (int64), got {idx.dtype} {tuple(idx.shape)}")
     if vocab_size is not None and idx.numel() and (idx.min() < 0 or idx.max() >= vocab_size):
         raise ValueError(f"idx holds ids outside [0, {vocab_size})")
     if max_len is not None and past + idx.shape[1] > max_len:
         raise ValueError(
-            f"context of {past + idx.shape[1]} tokens is longer than {max_len}: the model has no "
+            f"context of {past + idx.shape[1]} tokens is longer than {max_len_name}={max_len}: the model has no "
             f"position embedding beyond that; crop to the last {max_len} tokens"
         )
 

@@ -117,7 +117,7 @@ class BertMLM(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        check_token_ids(idx, max_len=self.config.block_size)
+        check_token_ids(idx, max_len=self.config.block_size, max_len_name="block_size")
         pos = torch.arange(idx.shape[1], device=idx.device)  # (T,)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
         for block in self.blocks:

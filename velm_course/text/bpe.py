@@ -72,7 +72,7 @@ def merge_pair(ids: Sequence, pair: tuple, new_id) -> list:
     """``ids`` with every occurrence of ``pair`` replaced by ``new_id``, left to right.
 
     Works on any symbols that compare with ``==``: byte ids here, WordPiece's string units
-    in ``velm_course.tokenization``.
+    in ``velm_course.text.wordpiece``.
 
     >>> merge_pair([97, 97, 97, 98], (97, 97), 256)  # "aaa" -> "aa" "a": no overlap
     [256, 97, 98]

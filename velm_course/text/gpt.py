@@ -24,7 +24,15 @@ import torch
 from torch import nn
 
 from ..decoding import sample_next
-from ..nn import ACTIVATIONS, Block, BlockConfig, KVCache, check_token_ids, init_transformer_, lm_loss
+from ..nn import (
+    ACTIVATIONS,
+    Block,
+    BlockConfig,
+    KVCache,
+    check_token_ids,
+    init_transformer_,
+    lm_loss,
+)
 
 
 @dataclass
@@ -86,7 +94,7 @@ class GPT(nn.Module):
         """idx, targets: (B, T) token ids. ``caches`` (one per block, used by ``generate``):
         idx holds only the tokens after those already cached."""
         past = 0 if caches is None else len(caches[0])
-        check_token_ids(idx, max_len=self.config.block_size, past=past)
+        check_token_ids(idx, max_len=self.config.block_size, past=past, max_len_name="block_size")
         T = idx.shape[1]
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)

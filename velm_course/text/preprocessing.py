@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-
 # --- 1. word tokenization -------------------------------------------------------------------
 
 # A word is letters, possibly joined by inner apostrophes (don't, o'er, ne'er-do-well is

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 import numpy as np
 
 
-
 def cooccurrence_counts(sentences: Sequence[Sequence[str]], vocab: Sequence[str],
                         window: int) -> np.ndarray:
     """(V, V) counts: C[i, j] = how often word j is within ``window`` positions of word i.

@@ -12,7 +12,7 @@ Encoders carry the input size and the normalisation they expect, take float imag
 Encoders by name (``build_image_encoder``):
 
     small_cnn            the course's small CNN (below): an 8×8 grid for 64 px images; trains on a CPU
-    course_vit           the course's own ViT (velm_course.vit): patch tokens, class token pooled
+    course_vit           the course's own ViT (velm_course.vision.vit): patch tokens, class token pooled
     resnet18, resnet50   torchvision ResNets: the last feature map is the grid
     vit_b_16             torchvision's ViT-B/16: patch tokens, class token pooled
 
@@ -119,7 +119,7 @@ class CNNEncoder(ImageEncoder):
 
 
 class CourseViTEncoder(ImageEncoder):
-    """The course's ViT (velm_course.vit) as an encoder: patch tokens and the class token."""
+    """The course's ViT (velm_course.vision.vit) as an encoder: patch tokens and the class token."""
 
     def __init__(self, d_model: int = 128, image_size: int = 64, patch_size: int = 8, n_layer: int = 4,
                  n_head: int = 4):

@@ -19,7 +19,6 @@ torch.Size([1, 10])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch

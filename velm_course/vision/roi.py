@@ -12,6 +12,8 @@ Shape letters:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 

@@ -8,9 +8,8 @@ torch.Size([2, 4])
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
