@@ -15,12 +15,13 @@ setup:
 run: setup
 	$(PYTHON) -m velm_course.cli train
 
+# the tests, and the examples in the package's docstrings (doctests)
 test: setup
-	$(PYTEST) tests -q
+	$(PYTEST) tests velm_course --doctest-modules -q
 	$(NBVAL)
 
 test-unit: setup
-	$(PYTEST) tests -q
+	$(PYTEST) tests velm_course --doctest-modules -q
 
 test-notebooks: setup
 	$(NBVAL)

@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-import velm_course.train as train_mod
 
-
-@pytest.fixture
-def one_thread():
-    """Run a test on one torch thread: on a busy two-core machine, two threads spin-wait for
-    each other and a training test gets many times slower."""
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run every test on one torch thread: on a busy two-core machine, two threads spin-wait
+    for each other and a training test gets many times slower. The previous setting comes
+    back afterwards."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -17,21 +16,8 @@ def one_thread():
 
 
 @pytest.fixture
-def interrupt_training(monkeypatch):
-    """``interrupt_training(k)``: training raises KeyboardInterrupt (a Ctrl-C) when it reaches
-    step k; ``interrupt_training(None)`` undoes it."""
-    real = train_mod.sample_batch
-
-    def at(stop_step):
-        if stop_step is None:
-            monkeypatch.setattr(train_mod, "sample_batch", real)
-            return
-
-        def sample(data, step, cfg):
-            if step == stop_step:
-                raise KeyboardInterrupt
-            return real(data, step, cfg)
-
-        monkeypatch.setattr(train_mod, "sample_batch", sample)
-
-    return at
+def one_thread(_one_torch_thread):
+    """The old explicit opt-in, kept for tests that still ask for it: every test already runs
+    on one torch thread (see ``_one_torch_thread``)."""
+    assert torch.get_num_threads() == 1
+    yield

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velm_course.bpe import GPT2_SPLIT_PATTERN, BPETokenizer, merge_pair, split_chunks
 from velm_course.data.corpus import shakespeare_splits
+from velm_course.text.bpe import GPT2_SPLIT_PATTERN, BPETokenizer, merge_pair, split_chunks
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from velm_course.captioner import Captioner, CaptionerConfig
-from velm_course.vocab import BOS, EOS, PAD
+from velm_course.data.captions import BOS, EOS, PAD
+from velm_course.multimodal.captioner import Captioner, CaptionerConfig
+from velm_course.nn.loss import IGNORE_INDEX
+from velm_course.vision.encoders import build_image_encoder
 
 
 def tiny(**kw) -> Captioner:
@@ -17,7 +19,7 @@ def test_forward_shapes_and_loss_ignores_padding():
     logits, loss = model(images, idx, targets)
     assert logits.shape == (2, 6, 12)
     padded = targets.clone()
-    padded[:, 3:] = PAD
+    padded[:, 3:] = IGNORE_INDEX  # what caption_targets puts after a caption's end
     _, loss_padded = model(images, idx, padded)
     expected = torch.nn.functional.cross_entropy(logits[:, :3].reshape(-1, 12), targets[:, :3].reshape(-1))
     torch.testing.assert_close(loss_padded, expected)
@@ -45,6 +47,7 @@ def test_blind_model_ignores_the_image():
 
 
 def test_greedy_generate_equals_step_by_step_argmax():
+    """generate() runs with a KV cache; the reference below recomputes the whole prefix."""
     model = tiny()
     images = torch.rand(3, 3, 64, 64)
     out = model.generate(images)
@@ -82,3 +85,48 @@ def test_learns_to_tell_two_images_apart():
         opt.step()
     model.eval()
     assert model.generate(images)[:, :3].tolist() == [[4, 5, EOS], [4, 6, EOS]]
+
+
+def test_building_a_captioner_keeps_the_encoders_weights():
+    """A pretrained encoder must come out of Captioner.__init__ untouched (the old captioner
+    re-initialised every Linear layer, encoder included)."""
+    torch.manual_seed(1)
+    encoder = build_image_encoder("course_vit", d_model=32, image_size=64)
+    with torch.no_grad():  # stand-in for pretrained weights: anything but a fresh init
+        for p in encoder.parameters():
+            p.add_(torch.randn_like(p))
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    model = Captioner(CaptionerConfig(vocab_size=12, d_model=32, n_layer=1, n_head=4, max_len=8,
+                                      encoder="course_vit"), encoder=encoder)
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # while the decoder's own layers were initialised (GPT-2 style: zero biases, std 0.02)
+    assert model.blocks[0].attn.q_proj.bias.abs().sum() == 0
+    assert abs(model.tok_emb.weight.std().item() - 0.02) < 0.005
+
+
+def test_frozen_encoder_gets_no_gradient_and_keeps_batchnorm_statistics():
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig(vocab_size=12, d_model=16, n_layer=1, n_head=2, max_len=8,
+                                      freeze_encoder=True)).train()
+    assert not model.encoder.training  # BatchNorm running statistics stay as loaded
+    stats = model.encoder.conv_stack[0][1].running_mean.clone()
+    _, loss = model(torch.rand(2, 3, 64, 64), torch.randint(3, 12, (2, 5)), torch.randint(3, 12, (2, 5)))
+    loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.tok_emb.weight.grad is not None
+    assert torch.equal(stats, model.encoder.conv_stack[0][1].running_mean)
+
+
+def test_cached_decoding_equals_recomputation():
+    model = tiny()
+    images = torch.rand(2, 3, 64, 64)
+    idx = torch.randint(3, 12, (2, 6))
+    memory = model.encode(images)
+    full = model.decode(memory, idx)
+    from velm_course.nn import KVCache
+
+    caches = [KVCache() for _ in model.blocks]
+    steps = [model.decode(memory, idx[:, :3], caches)] + [model.decode(memory, idx[:, t : t + 1], caches)
+                                                            for t in range(3, 6)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)

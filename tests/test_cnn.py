@@ -5,27 +5,22 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from velm_course.cnn import (
-    ResNet,
-    ResNetConfig,
-    SmallCNN,
-    SmallCNNConfig,
-    confusion_matrix,
+from velm_course.data.shapes import COLORS, SHAPES, ShapesConfig, generate_shapes
+from velm_course.vision.receptive_field import (
     empirical_receptive_field,
     input_gradient_map,
     layer_specs,
-    object_crops,
-    predict,
     receptive_field,
-    resnet18,
-    resnet50,
-    roi_features,
-    train_classifier,
-    xywh_to_xyxy,
 )
-from velm_course.data.shapes import COLORS, SHAPES, ShapesConfig, generate_shapes
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+from velm_course.vision.resnet import ResNet, ResNetConfig, resnet18, resnet50
+from velm_course.vision.roi import object_crops, roi_features, xywh_to_xyxy
+from velm_course.vision.small_cnn import (
+    SmallCNN,
+    SmallCNNConfig,
+    confusion_matrix,
+    predict,
+    train_classifier,
+)
 
 
 def _randomise_batchnorm(model: nn.Module, seed: int) -> None:

@@ -20,9 +20,8 @@ from velm_course.data.coco import (
     coco_split,
     fetch_coco,
     load_karpathy_split,
-    shapes_split,
 )
-from velm_course.data.shapes import ShapesConfig, generate_shapes
+from velm_course.data.shapes import ShapesConfig, generate_shapes, shapes_split
 
 SPLITS = ("train", "val", "test")
 

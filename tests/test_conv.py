@@ -6,7 +6,7 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
-from velm_course.conv import (
+from velm_course.vision.conv import (
     box,
     box_kernel,
     classic_kernels,

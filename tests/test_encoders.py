@@ -6,15 +6,13 @@ import pytest
 import torch
 import torchvision
 
-from velm_course.encoders import (
+from velm_course.vision.encoders import (
     CNNEncoder,
     CNNEncoderConfig,
     CourseViTEncoder,
     Projected,
     build_image_encoder,
 )
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def test_small_cnn_grid_and_pooled():

@@ -16,7 +16,12 @@ import torch
 from velm_course.data.captions import BOS, EOS, PAD
 from velm_course.data.loader import tensor_batches
 from velm_course.engine import distributed
-from velm_course.engine.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
+from velm_course.engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    save_checkpoint,
+)
 from velm_course.engine.config import (
     ConfigError,
     DataConfig,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velm_course.hmm import HMM, forward, forward_trellis, ice_cream_hmm, viterbi
+from velm_course.text.hmm import HMM, forward, forward_trellis, ice_cream_hmm, viterbi
 
 
 def joint_prob(hmm: HMM, path: list[int], obs: list[int]) -> float:

@@ -1,4 +1,4 @@
-"""Tests for velm_course.metrics: hand-worked examples, equality with pycocoevalcap, errors."""
+"""Tests for velm_course.eval.metrics: hand-worked examples, equality with pycocoevalcap, errors."""
 
 import itertools
 import math
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velm_course.metrics import (
+from velm_course.eval.metrics import (
     PTB_PUNCTUATION,
     bleu,
     cider_d,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velm_course.ngram import BOS, EOS, SMOOTHINGS, UNK, NGramConfig, NGramLM
+from velm_course.text.ngram import BOS, EOS, SMOOTHINGS, UNK, NGramConfig, NGramLM
 
 D = 0.75
 
@@ -152,7 +152,7 @@ def test_matches_reference_implementation(sentences, order, smoothing, min_count
 
 @pytest.mark.parametrize("size", [50, 10**9])  # lookup-table path, sorting path
 def test_unique_inverse_matches_numpy(size):
-    from velm_course.ngram import _unique_inverse
+    from velm_course.text.ngram import _unique_inverse
 
     keys = np.random.default_rng(0).integers(0, size, 200)
     uniq, inv = _unique_inverse(keys, size)
@@ -442,7 +442,7 @@ def test_bad_data():
 
 
 def test_tokenize_sentences_hand_worked():
-    from velm_course.ngram import tokenize_sentences
+    from velm_course.text.ngram import tokenize_sentences
 
     text = ("=== Macbeth ===\n\nFirst Witch.\nWhen shall we three meet again?\n"
             "In thunder--lightning, or in rain! 'Tis 1 o'er-long; I'll go\n")

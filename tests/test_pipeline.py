@@ -1,15 +1,20 @@
-"""The main job end to end on a tiny setting: `velm-course train`, its run folder, resuming."""
+"""The main job end to end on a tiny setting: `velm-course train`, its run folder, resuming,
+and what a new user's mistakes get back."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
 
 import velm_course.cli as cli
-from velm_course.pipeline import configs_from_profile
-from velm_course.profiles import get_profile
+import velm_course.pipeline as pipeline
+from velm_course.engine.checkpoint import load_checkpoint
+from velm_course.engine.config import RunConfig
 
-TINY = ["--steps", "6", "--blind-steps", "3", "--n-train", "24", "--n-val", "4", "--n-test", "8", "--batch-size", "8"]
+TINY = ["--steps", "6", "--blind-steps", "3", "--n-train", "24", "--n-val", "4", "--n-test", "8",
+        "--batch-size", "8", "--checkpoint-every", "2", "--log-every", "1"]
 METRIC_KEYS = {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "content_accuracy"}
 
 
@@ -31,54 +36,143 @@ def test_train_writes_a_complete_run_folder(data_env, capsys):
     run = the_run(runs)
     assert f"run folder: {run}" in capsys.readouterr().out
     names = {p.name for p in run.iterdir()}
-    assert {"config.json", "checkpoint.pt", "baseline_checkpoint.pt", "metrics.json", "captions_test.json",
-            "loss_curve.png", "samples.png"} <= names
+    assert {"config.json", "vocab.json", "checkpoint.pt", "baseline_checkpoint.pt", "metrics.json",
+            "metrics.jsonl", "captions_test.json", "loss_curve.png", "samples.png"} <= names
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_images"] == 8 and metrics["split"] == "test"
     for row in (metrics, metrics["baseline"], metrics["oracle"]):
         assert METRIC_KEYS <= set(row)
         assert all(0 <= row[k] <= 1 for k in METRIC_KEYS - {"CIDEr"}) and row["CIDEr"] >= 0
     assert metrics["oracle"]["content_accuracy"] == 1.0
-    config = json.loads((run / "config.json").read_text())
-    assert config["train"]["steps"] == 6 and config["vocab"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 6
+    config = RunConfig.load(run / "config.json")
+    assert config.train.steps == 6 and config.data.n_train == 24
+    assert json.loads((run / "vocab.json").read_text())["words"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    state = load_checkpoint(run / "checkpoint.pt")  # loads with weights_only=True
+    assert state["step"] == 6 and state["vocab"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    assert state["config"] == config.to_dict()
     captions = json.loads((run / "captions_test.json").read_text())
     assert len(captions) == 8 and all(isinstance(c["caption"], str) for c in captions)
     assert (run / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_interrupted_train_resumes_from_its_checkpoint(data_env, interrupt_training):
+def stop_at(monkeypatch, step_calls: int):
+    """Send this process a SIGTERM (as Colab or a scheduler does) during the k-th training step."""
+    real, calls = pipeline.captioner_loss, {"n": 0}
+
+    def loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] == step_calls:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(model, batch)
+
+    monkeypatch.setattr(pipeline, "captioner_loss", loss)
+
+
+def test_sigterm_then_resume_finishes_the_same_run(data_env, monkeypatch, capsys):
     runs = data_env / "runs"
-    interrupt_training(4)
+    stop_at(monkeypatch, 3)
     assert cli.main(["train", "--runs-dir", str(runs), "--no-progress", *TINY]) == 130
     run = the_run(runs)
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
+    assert "--resume" in capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 3  # saved at the step it stopped
     assert not (run / "metrics.json").exists()
-
-    interrupt_training(None)
-    assert cli.main(["train", "--resume", str(run), "--no-progress"]) == 0
-    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("VELM_DATA_DIR", str(data_env / "data"))
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    state = load_checkpoint(run / "checkpoint.pt")
     assert state["step"] == 6 and [h["step"] for h in state["history"]] == [1, 2, 3, 4, 5, 6]
     assert (run / "metrics.json").exists()
 
+    # an uninterrupted run in another folder ends with the same weights
+    assert cli.main(["train", "--run-dir", str(data_env / "straight"), "--no-progress", *TINY]) == 0
+    straight = load_checkpoint(data_env / "straight" / "checkpoint.pt")["model"]
+    assert all(torch.equal(straight[k], state["model"][k]) for k in straight)
 
-def test_bad_input_is_a_clear_error(data_env, monkeypatch, capsys):
+    # more steps later: accepted, continues from step 6
+    assert cli.main(["train", "--resume", str(run), "--steps", "8", "--no-progress"]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 8
+    # another model: refused, naming the fields
+    assert cli.main(["train", "--resume", str(run), "--d-model", "64", "--no-progress"]) == 2
+    assert "model.d_model: 128 -> 64" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_not_overwritten(data_env, capsys):
+    run = data_env / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *TINY]) == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *TINY]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "config.json: not valid JSON"),
+    ("{}", "config.json: missing field 'data'"),
+    ('{"data": {}, "model": {}, "train": {}, "eval": {}, "profile": "ci", "version": 1}',
+     "config.json: missing field 'data.dataset'"),
+])
+def test_resume_with_a_bad_config_names_file_and_field(data_env, capsys, content, message):
+    run = data_env / "run"
+    run.mkdir()
+    (run / "config.json").write_text(content)
+    assert cli.main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_with_a_corrupt_checkpoint_names_it(data_env, capsys):
+    run = data_env / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *TINY]) == 0
+    (run / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    assert cli.main(["train", "--resume", str(run), "--steps", "8", "--no-progress"]) == 2
+    assert "checkpoint.pt: not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_missing_run_folder_and_unknown_profile(data_env, monkeypatch, capsys):
     assert cli.main(["train", "--resume", str(data_env / "nowhere"), "--no-progress"]) == 2
-    assert "no config.json" in capsys.readouterr().err
+    assert "config.json: no such file" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", "--no-progress"]) == 2
+    assert "--resume needs the run folder" in capsys.readouterr().err
     monkeypatch.setenv("VELM_PROFILE", "huge")
     assert cli.main(["train", "--no-progress"]) == 2
     assert "unknown profile 'huge'" in capsys.readouterr().err
 
 
-def test_fetch_command_calls_the_downloader(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "-5"], ["argument --steps/--max-steps: must be >= 1, got -5"]),
+    (["--max-steps", "0"], ["must be >= 1, got 0"]),
+    (["--batch-size", "0"], ["argument --batch-size: must be >= 1, got 0"]),
+    (["--image-size", "-64"], ["argument --image-size: must be >= 1"]),
+    (["--steps", "many"], ["expected a whole number, got 'many'"]),
+    (["--dataset", "imagenet"], ["invalid choice: 'imagenet'", "shapes", "coco"]),
+    (["--encoder", "vgg16"], ["invalid choice: 'vgg16'", "small_cnn", "course_vit", "resnet50", "vit_b_16"]),
+    (["--precision", "fp8"], ["invalid choice: 'fp8'", "auto", "fp32", "bf16", "fp16"]),
+    (["--profile", "huge"], ["invalid choice: 'huge'", "ci", "full"]),
+    (["--dropout", "-0.1"], ["argument --dropout: must be >= 0"]),
+])
+def test_cli_refuses_bad_settings_listing_what_is_accepted(data_env, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *args])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]  # argparse's one-line error
+    assert all(part in error for part in message), error
+
+
+def test_cli_options_map_onto_the_run_config():
+    args = cli.build_parser().parse_args(
+        ["train", "--dataset", "coco", "--profile", "full", "--device", "cpu", "--max-steps", "9",
+         "--checkpoint-every", "3", "--run-dir", "r", "--encoder", "resnet18", "--pretrained", "--freeze-encoder",
+         "--precision", "fp32", "--compile", "--batch-size", "4", "--dropout", "0.2", "--eval-batch-size", "7"])
+    config, run_dir = cli.config_from_args(args)
+    assert str(run_dir) == "r" and config.profile == "full"
+    assert (config.data.dataset, config.train.device, config.train.steps, config.train.checkpoint_every) == (
+        "coco", "cpu", 9, 3)
+    assert (config.model.encoder, config.model.pretrained, config.model.freeze_encoder) == ("resnet18", True, True)
+    assert (config.train.precision, config.train.compile, config.train.batch_size) == ("fp32", True, 4)
+    assert (config.model.dropout, config.eval.batch_size, config.data.image_size) == (0.2, 7, 128)
+
+
+def test_fetch_command_calls_the_downloader(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr("velm_course.data.coco.fetch_coco", lambda dest: calls.append(dest))
     assert cli.main(["fetch", "coco", "--dest", str(tmp_path)]) == 0
     assert calls == [str(tmp_path)]
-
-
-def test_configs_follow_the_profile():
-    profile = get_profile("ci", steps=50, blind_steps=10)
-    config = configs_from_profile(profile)
-    assert config["train"]["steps"] == 50 and config["baseline_train"]["steps"] == 10
-    assert config["data"]["n_train"] == profile.n_train and config["model"]["d_model"] == profile.d_model

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from velm_course.engine.config import RunConfig
 from velm_course.env import environment_report
-from velm_course.profiles import data_dir, get_profile
+from velm_course.profiles import PROFILE_NAMES, data_dir, get_profile, with_overrides
 
 
 def test_default_is_ci_and_env_var_selects(monkeypatch):
@@ -12,6 +13,7 @@ def test_default_is_ci_and_env_var_selects(monkeypatch):
     monkeypatch.setenv("VELM_PROFILE", "full")
     full = get_profile()
     assert full.name == "full" and full.image_size > get_profile("ci").image_size
+    assert PROFILE_NAMES == ("ci", "full")
 
 
 def test_full_falls_back_to_cpu_without_a_gpu(monkeypatch):
@@ -21,14 +23,26 @@ def test_full_falls_back_to_cpu_without_a_gpu(monkeypatch):
     assert get_profile("full").device == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert get_profile("full").device == "cuda"
+    assert get_profile("ci").device == "cpu"  # the ci preset stays on the CPU
 
 
-def test_overrides_and_unknown_profile():
-    assert get_profile("ci", steps=7).steps == 7
+def test_overrides_reach_the_right_section_and_unknown_profile():
+    profile = get_profile("ci", steps=7, n_train=50, encoder="course_vit")
+    assert (profile.run.train.steps, profile.run.data.n_train, profile.run.model.encoder) == (7, 50, "course_vit")
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         get_profile("huge")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="no run setting is called 'no_such_field'"):
         get_profile("ci", no_such_field=1)
+    with pytest.raises(ValueError, match="train.steps must be >= 1"):
+        with_overrides(RunConfig(), steps=0)
+
+
+def test_presets_are_valid_run_configs_and_hold_notebook_sizes():
+    for name in PROFILE_NAMES:
+        p = get_profile(name)
+        assert RunConfig.from_dict(p.run.to_dict()) == p.run and p.run.profile == name
+    ci, full = get_profile("ci").notebooks, get_profile("full").notebooks
+    assert ci.gpt_steps < full.gpt_steps and ci.bpe_train_chars < full.bpe_train_chars
 
 
 def test_data_dir(monkeypatch, tmp_path):

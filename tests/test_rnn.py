@@ -7,17 +7,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from velm_course.rnn import (
-    MLPLM,
-    RNN,
-    RNNLM,
-    MLPLMConfig,
-    RNNLMConfig,
-    hidden_grad_norms,
-    sample_next,
-    train_step,
+from velm_course.engine import TrainConfig, fit
+from velm_course.nn import IGNORE_INDEX, lm_objective
+from velm_course.text.chars import (
+    char_vocab,
+    decode_chars,
+    encode_chars,
+    random_windows,
+    window_batches,
 )
+from velm_course.text.mlp_lm import MLPLM, MLPLMConfig
+from velm_course.text.rnn import RNN, RNNLM, RNNLMConfig, hidden_grad_norms, sequence_bits
 
 TORCH_RNNS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -112,22 +114,46 @@ def test_mlp_lm_matches_a_hand_computation():
         lm(torch.tensor([[9]]))
 
 
-def test_train_step_clips_and_learns(one_thread):
+def _grad_norm(params) -> float:
+    return torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)).item()
+
+
+def test_engine_clips_and_learns():
+    """An LSTM LM trained through the engine: the logged norm is the one before clipping, the
+    optimizer sees the clipped gradient, and the loss falls on a periodic sequence."""
     torch.manual_seed(0)
     lm = RNNLM(RNNLMConfig(vocab_size=6, cell="lstm", n_embd=8, n_hidden=16))
-    opt = torch.optim.Adam(lm.parameters(), lr=0.02)
     idx = torch.arange(6).repeat(4, 2)  # (4, 12): 0 1 2 3 4 5 0 1 ...
     targets = (idx + 1) % 6
-    # the reported norm is the norm before clipping
     _, loss = lm(idx, targets)
     loss.backward()
-    norm = torch.sqrt(sum((p.grad**2).sum() for p in lm.parameters()))
-    first_loss, reported = train_step(lm, torch.optim.SGD(lm.parameters(), lr=0.0), idx, targets, 1e-3)
-    assert reported == pytest.approx(norm.item(), rel=1e-5)
-    assert torch.sqrt(sum((p.grad**2).sum() for p in lm.parameters())).item() <= 1e-3 * 1.0001
-    for _ in range(60):
-        last_loss, _ = train_step(lm, opt, idx, targets, max_grad_norm=1.0)
-    assert last_loss < 0.2 * first_loss
+    norm = _grad_norm(lm.parameters())
+    lm.zero_grad(set_to_none=True)
+    seen = []  # the gradient norm the optimizer steps with, after clipping
+    hook = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: seen.append(_grad_norm(p for g in opt.param_groups for p in g["params"])))
+
+    def same_batch(start_step):
+        while True:
+            yield {"idx": idx, "targets": targets}
+
+    common = dict(device="cpu", precision="fp32", warmup=0, min_lr_ratio=1.0, weight_decay=0.0,
+                  log_every=1, checkpoint_every=0)
+    try:
+        first = fit(lm, lm_objective, same_batch, TrainConfig(steps=1, lr=0.02, grad_clip=1e-3, **common),
+                    progress=False)
+    finally:
+        hook.remove()
+    assert first[0]["loss"] == pytest.approx(loss.item(), rel=1e-6)
+    assert first[0]["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    assert first[0]["clipped"] == 1.0 and len(seen) == 1
+    assert seen[0] <= 1e-3 * 1.0001
+    # 60 more steps on windows of the same periodic sequence, clipped at 1
+    data = torch.arange(6).repeat(20)
+    history = fit(lm, lm_objective, window_batches(data, batch_size=4, block_size=12, seed=0),
+                  TrainConfig(steps=60, lr=0.02, grad_clip=1.0, **common), progress=False)
+    assert len(history) == 60
+    assert history[-1]["loss"] < 0.2 * first[0]["loss"]
 
 
 def test_hidden_grad_norms():
@@ -148,7 +174,7 @@ def test_hidden_grad_norms():
     torch.testing.assert_close(norms[-1], g[:, -1].norm())
     # the loss of positions <= k cannot depend on later states: those gradients are exactly 0
     early = targets.clone()
-    early[:, 6:] = -100  # no loss on positions 6..11
+    early[:, 6:] = IGNORE_INDEX  # no loss on positions 6..11
     all_steps = hidden_grad_norms(lm, idx, early, layer=0, last_step_only=False)
     assert bool((all_steps[:6] > 0).all()) and bool((all_steps[6:] == 0).all())
     # with small recurrent weights the gradient vanishes going back in time, step by step
@@ -160,19 +186,7 @@ def test_hidden_grad_norms():
     assert norms[0] < 1e-4 * norms[-1]
 
 
-def test_sampling_helpers():
-    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0]]).repeat(500, 1)
-    top2 = sample_next(logits, temperature=1.0, top_k=2, generator=torch.Generator().manual_seed(0))
-    assert set(top2.flatten().tolist()) == {1, 2}
-    with pytest.raises(ValueError, match="temperature"):
-        sample_next(logits, temperature=-1)
-    with pytest.raises(ValueError, match="top_k"):
-        sample_next(logits, top_k=0)
-
-
 def test_char_helpers_round_trip_and_windows():
-    from velm_course.rnn import char_vocab, decode_chars, encode_chars, random_windows
-
     text = "To be, or not to be.\n"
     chars = char_vocab(text)
     assert chars == sorted(set(text)) and len(chars) == len(set(chars))
@@ -187,10 +201,26 @@ def test_char_helpers_round_trip_and_windows():
         random_windows(data, 2, 50)
 
 
+def test_window_batches_resume_where_an_uninterrupted_run_is():
+    data = torch.arange(200) * 2
+    batches = window_batches(data, batch_size=3, block_size=5, seed=4, grad_accum=2)
+    stream = batches(0)
+    uninterrupted = [next(stream) for _ in range(10)]  # 5 optimizer steps of 2 micro-batches
+    for b in uninterrupted:
+        assert b["idx"].shape == b["targets"].shape == (3, 5)
+        assert bool((b["targets"] == b["idx"] + 2).all())
+    resumed = batches(3)  # step 3 starts at micro-batch 6
+    for expected in uninterrupted[6:]:
+        got = next(resumed)
+        assert torch.equal(got["idx"], expected["idx"]) and torch.equal(got["targets"], expected["targets"])
+    # micro-batches differ from one another, and another seed gives other windows
+    assert not torch.equal(uninterrupted[0]["idx"], uninterrupted[1]["idx"])
+    other = next(window_batches(data, batch_size=3, block_size=5, seed=5, grad_accum=2)(0))
+    assert not torch.equal(other["idx"], uninterrupted[0]["idx"])
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_sequence_bits_matches_a_direct_sum(cell):
-    from velm_course.rnn import sequence_bits
-
     torch.manual_seed(2)
     lm = RNNLM(RNNLMConfig(vocab_size=6, cell=cell, n_embd=4, n_hidden=9)).double()
     data = torch.randint(0, 6, (23,))

@@ -432,8 +432,10 @@ def test_config_validation_and_profile():
 
     p = get_profile("ci")
     cfg = ShapesConfig.from_profile(p)
+    data = p.run.data
     assert (cfg.image_size, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed) == (
-        p.image_size, p.n_train, p.n_val, p.n_test, p.seed)
+        data.image_size, data.n_train, data.n_val, data.n_test, p.run.train.seed)
+    assert (p.image_size, p.n_train, p.seed) == (data.image_size, data.n_train, p.run.train.seed)
     assert ShapesConfig.from_profile(p, n_train=5).n_train == 5
     for bad in (dict(image_size=32), dict(max_objects=4), dict(max_objects=0), dict(n_val=-1)):
         with pytest.raises(ValueError):

@@ -9,24 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import velm_course.tokenization as tk
-from velm_course.bpe import merge_pair
+import velm_course.text.preprocessing as tk
 from velm_course.data.corpus import load_shakespeare, shakespeare_splits
-from velm_course.tokenization import (
+from velm_course.text.bpe import merge_pair
+from velm_course.text.preprocessing import (
     STOP_WORDS,
-    WordPieceTokenizer,
-    cooccurrence_counts,
     measure,
-    nearest_neighbours,
     porter_stem,
-    ppmi,
-    pre_tokenize,
     remove_stop_words,
-    train_wordpiece,
-    truncated_svd,
     word_tokenize,
+)
+from velm_course.text.word_vectors import (
+    cooccurrence_counts,
+    nearest_neighbours,
+    ppmi,
+    truncated_svd,
     word_vectors,
 )
+from velm_course.text.wordpiece import WordPieceTokenizer, pre_tokenize, train_wordpiece
 
 
 @pytest.fixture(scope="module")

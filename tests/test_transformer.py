@@ -1,20 +1,13 @@
-"""The written-out attention against torch's fused kernel, our GPT against Hugging Face's GPT-2
-given the same weights, the KV cache against recomputation, and BERT's masking statistics."""
+"""Our GPT (a stack of the shared ``velm_course.nn.Block``) against Hugging Face's GPT-2 given
+the same weights, the KV cache against recomputation, and BERT's masking statistics. The
+attention formula and the block themselves are tested in test_attention.py."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from velm_course.attention import KVCache, MultiHeadAttention
-from velm_course.transformer import (
-    GPT,
-    BertConfig,
-    BertMLM,
-    GPTConfig,
-    attention,
-    mask_tokens,
-    softmax,
-)
+from velm_course.nn import IGNORE_INDEX, Block, BlockConfig, KVCache
+from velm_course.text.bert import BertConfig, BertMLM, mask_tokens
+from velm_course.text.gpt import GPT, GPTConfig, convert_hf_gpt2_state_dict, gpt_config_from_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -32,36 +25,7 @@ def small_hf_gpt2(seed=0):
     return hf
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_explicit_attention_equals_torch_kernel(causal):
-    torch.manual_seed(0)
-    q = torch.randn(2, 3, 5, 8, dtype=torch.double)  # (B, nh, T, hs)
-    k, v = torch.randn(2, 3, 7, 8, dtype=torch.double), torch.randn(2, 3, 7, 8, dtype=torch.double)
-    if causal:  # square for is_causal's meaning to agree
-        k, v = k[:, :, :5], v[:, :, :5]
-    expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    torch.testing.assert_close(attention(q, k, v, causal=causal), expected, rtol=1e-12, atol=1e-12)
-    # an explicit boolean mask, and the softmax against torch's
-    mask = torch.rand(5, k.shape[2]) > 0.3
-    mask[:, 0] = True  # every query keeps at least one key
-    torch.testing.assert_close(
-        attention(q, k, v, mask=mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    )
-    s = torch.randn(4, 9, dtype=torch.double) * 30
-    torch.testing.assert_close(softmax(s), torch.softmax(s, dim=-1))
-
-
-def test_module_attention_is_the_explicit_formula():
-    torch.manual_seed(1)
-    mha = MultiHeadAttention(12, 3).double()
-    x = torch.randn(2, 6, 12, dtype=torch.double)
-    q = mha.q_proj(x).view(2, 6, 3, 4).transpose(1, 2)
-    k, v = (t.view(2, 6, 3, 4).transpose(1, 2) for t in mha.kv_proj(x).split(12, dim=2))
-    y = attention(q, k, v, causal=True).transpose(1, 2).reshape(2, 6, 12)
-    torch.testing.assert_close(mha(x, causal=True), mha.out_proj(y))
-
-
-def test_gpt_matches_hf_gpt2(one_thread):
+def test_gpt_matches_hf_gpt2():
     hf = small_hf_gpt2()
     ours = GPT.from_hf(hf).eval()
     assert ours.config.activation == "gelu_tanh"
@@ -79,6 +43,32 @@ def test_gpt_matches_hf_gpt2(one_thread):
     exact.load_state_dict(ours.state_dict())
     with torch.no_grad():
         assert (exact(idx)[0] - expected.logits).abs().max() > 1e-4
+
+
+def test_gpt_is_a_stack_of_shared_blocks_matching_hf_layer_by_layer():
+    """In float64, every block's output against HF's hidden states: a near miss in one layer
+    cannot hide behind float32 rounding or be repaired by a later one."""
+    hf = small_hf_gpt2(seed=2).double()
+    config = gpt_config_from_hf(hf.config)
+    assert config.block_config() == BlockConfig(d_model=32, n_head=2, activation="gelu_tanh", causal=True)
+    ours = GPT(config).double().eval()
+    ours.load_state_dict(convert_hf_gpt2_state_dict(hf.state_dict(), config), strict=True)
+    assert all(type(b) is Block and b.causal and b.cross_attn is None for b in ours.blocks)
+    outputs = []
+    for block in ours.blocks:
+        block.register_forward_hook(lambda mod, inp, out: outputs.append(out))
+    idx = torch.randint(0, 100, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(idx, output_hidden_states=True)
+        logits, _ = ours(idx)
+    # hidden_states: the embeddings, then each block's output (the last one after ln_f)
+    torch.testing.assert_close(outputs[0], expected.hidden_states[1], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ours.ln_f(outputs[1]), expected.hidden_states[2], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(logits, expected.logits, rtol=1e-10, atol=1e-10)
+    # HF's c_attn holds [q k v] as (C, 3C) columns: ours keeps q apart from (k, v)
+    sd = convert_hf_gpt2_state_dict(hf.state_dict(), config)
+    c_attn = hf.state_dict()["transformer.h.1.attn.c_attn.weight"]
+    assert torch.equal(torch.cat([sd["blocks.1.attn.q_proj.weight"], sd["blocks.1.attn.kv_proj.weight"]]), c_attn.t())
 
 
 def test_from_pretrained_local_folder_and_missing(tmp_path):
@@ -103,7 +93,7 @@ def test_unsupported_hf_config_is_refused():
         GPT.from_hf(transformers.GPT2LMHeadModel(cfg))
 
 
-def test_cached_generation_equals_recomputation(one_thread):
+def test_cached_generation_equals_recomputation():
     torch.manual_seed(3)
     model = GPT(GPTConfig(block_size=12, vocab_size=30, n_layer=2, n_head=2, n_embd=16)).double().eval()
     prompt = torch.randint(0, 30, (2, 4))
@@ -154,7 +144,7 @@ def test_mask_tokens_rates():
     idx[:, -100:] = pad_id  # padding: a special token
     inputs, labels = mask_tokens(idx, vocab, mask_id, special_ids=[pad_id], p=0.15, generator=gen)
     ordinary = idx != pad_id
-    selected = labels != -100
+    selected = labels != IGNORE_INDEX
     assert not bool(selected[~ordinary].any())  # special tokens are never selected
     assert torch.equal(inputs[~ordinary], idx[~ordinary])
     assert torch.equal(labels[selected], idx[selected])
@@ -201,7 +191,7 @@ def test_bert_is_bidirectional_and_scores_masked_positions():
     inputs, labels = mask_tokens(idx, 40, mask_id=1, special_ids=[0], p=0.3,
                                  generator=torch.Generator().manual_seed(0))
     logits, loss = bert(inputs, labels)
-    sel = labels != -100
+    sel = labels != IGNORE_INDEX
     expected = -torch.log_softmax(logits[sel], dim=-1).gather(1, labels[sel][:, None]).mean()
     torch.testing.assert_close(loss, expected)
     with pytest.raises(ValueError, match="longer than block_size"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from velm_course.transforms import (
+from velm_course.vision.transforms import (
     compute_mean_std,
     denormalize,
     eval_transforms,

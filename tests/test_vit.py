@@ -8,7 +8,8 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.models.vision_transformer import interpolate_embeddings
 
-from velm_course.vit import (
+from velm_course.nn import Block
+from velm_course.vision.vit import (
     PatchEmbed,
     ViT,
     ViTConfig,
@@ -17,8 +18,6 @@ from velm_course.vit import (
     vit_state_dict_from_torchvision,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
 
 def _torchvision_vit() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -26,10 +25,15 @@ def _torchvision_vit() -> torch.nn.Module:
         image_size=32, patch_size=8, num_layers=2, num_heads=2,
         hidden_dim=64, mlp_dim=128, num_classes=10,
     )
-    # torchvision starts the class token and the head at zero; make them count
+    # torchvision starts the class token, the head and the attention biases at zero and the
+    # LayerNorms at (1, 0): a swapped bias or LayerNorm in the key map would change nothing.
+    # Random everything instead, so that every key has to land in its place.
     with torch.no_grad():
-        for p in (model.class_token, model.heads.head.weight, model.heads.head.bias):
-            p.normal_(0, 0.5)
+        for name, p in model.named_parameters():
+            if ".ln" in name and name.endswith("weight") or name == "encoder.ln.weight":
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif name.endswith("bias") or name in ("class_token", "heads.head.weight"):
+                p.normal_(0, 0.2)
     return model.eval()
 
 
@@ -65,6 +69,47 @@ def test_matches_torchvision_vit():
     tokens = captured["tokens"]
     torch.testing.assert_close(feats.cls_token, tokens[:, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(feats.patch_tokens, tokens[:, 1:], atol=1e-5, rtol=1e-5)
+
+
+BLOCK_KEYS = {f"{module}.{p}" for module in ("ln_1", "attn.q_proj", "attn.kv_proj", "attn.out_proj",
+                                             "ln_2", "mlp.fc", "mlp.proj") for p in ("weight", "bias")}
+
+
+def test_key_map_fills_the_shared_block():
+    theirs = _torchvision_vit().state_dict()
+    ours = vit_state_dict_from_torchvision(theirs)
+    for i in range(2):
+        assert {k.removeprefix(f"blocks.{i}.") for k in ours if k.startswith(f"blocks.{i}.")} == BLOCK_KEYS
+        # torchvision's [q; k; v] rows, cut into q and (k, v)
+        layer = f"encoder.layers.encoder_layer_{i}.self_attention."
+        q_w, kv_w = ours[f"blocks.{i}.attn.q_proj.weight"], ours[f"blocks.{i}.attn.kv_proj.weight"]
+        assert q_w.shape == (64, 64) and kv_w.shape == (128, 64)
+        assert torch.equal(torch.cat([q_w, kv_w]), theirs[layer + "in_proj_weight"])
+        q_b, kv_b = ours[f"blocks.{i}.attn.q_proj.bias"], ours[f"blocks.{i}.attn.kv_proj.bias"]
+        assert torch.equal(torch.cat([q_b, kv_b]), theirs[layer + "in_proj_bias"])
+    model = ViT(ViTConfig(**CONFIG))
+    assert all(type(b) is Block for b in model.blocks)
+    assert set(model.state_dict()) == set(ours)
+
+
+def test_every_block_matches_its_torchvision_encoder_layer():
+    """Block by block in float64, so a near miss cannot hide in float32 rounding."""
+    theirs = _torchvision_vit().double()
+    ours = ViT(ViTConfig(**CONFIG)).double().eval()
+    ours.load_state_dict(vit_state_dict_from_torchvision(theirs.state_dict()), strict=True)
+    outputs = {"ours": [], "theirs": []}
+    for layer in theirs.encoder.layers:
+        layer.register_forward_hook(lambda mod, inp, out: outputs["theirs"].append(out))
+    for block in ours.blocks:
+        block.register_forward_hook(lambda mod, inp, out: outputs["ours"].append(out))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        expected = theirs(x)
+        got = ours(x)
+    assert len(outputs["ours"]) == len(outputs["theirs"]) == 2
+    for a, b in zip(outputs["ours"], outputs["theirs"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_attention_maps_and_both_attention_paths_agree():

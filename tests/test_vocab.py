@@ -3,7 +3,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from velm_course.vocab import BOS, EOS, PAD, UNK, CaptionVocab
+from velm_course.data.captions import (
+    BOS,
+    EOS,
+    PAD,
+    UNK,
+    CaptionVocab,
+    caption_targets,
+    normalize_caption,
+)
+from velm_course.nn.loss import IGNORE_INDEX
 
 words = st.sampled_from(["a", "red", "blue", "circle", "box", "left", "of"])
 
@@ -42,3 +51,36 @@ def test_vocabulary_must_start_with_specials():
         CaptionVocab(["a", "b"])
     assert torch.equal(CaptionVocab(CaptionVocab.build(["x"]).to_list()).encode_batch(["x"], 1),
                        CaptionVocab.build(["x"]).encode_batch(["x"], 1))
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("A horse.", "a horse"),
+    ("a horse", "a horse"),
+    ("  Two  DOGS, playing!  ", "two dogs playing"),
+    ("A man's T-shirt -- red.", "a man's t-shirt red"),
+    ("Ｆｕｌｌ-width ｃａｆé", "full-width café"),  # NFKC folds full-width letters
+    ("...", ""),
+])
+def test_normalize_caption(raw, clean):
+    assert normalize_caption(raw) == clean
+
+
+def test_punctuation_and_case_do_not_make_new_words():
+    v = CaptionVocab.build(["A horse.", "a horse", "A HORSE!"])
+    assert v.itos[4:] == ["a", "horse"]
+    assert v.encode("A Horse.") == v.encode("a horse")
+
+
+def test_min_count_sends_rare_words_to_unk():
+    v = CaptionVocab.build(["a red circle", "a red box", "a blue box"], min_count=2)
+    assert v.itos[4:] == ["a", "box", "red"]
+    assert v.encode("a blue circle") == [v.stoi["a"], UNK, UNK]
+    with pytest.raises(ValueError, match="min_count"):
+        CaptionVocab.build(["x"], min_count=0)
+
+
+def test_caption_targets_ignore_padding():
+    tokens = torch.tensor([[BOS, 5, 6, EOS, PAD], [BOS, 5, EOS, PAD, PAD]])
+    idx, targets = caption_targets(tokens)
+    assert idx.tolist() == [[BOS, 5, 6, EOS], [BOS, 5, EOS, PAD]]
+    assert targets.tolist() == [[5, 6, EOS, IGNORE_INDEX], [5, EOS, IGNORE_INDEX, IGNORE_INDEX]]

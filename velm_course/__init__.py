@@ -33,7 +33,15 @@ from .data import (
 from .decoding import sample_next
 from .engine import RunConfig, TrainConfig, fit
 from .env import environment_report
-from .eval import bleu, caption_images, cider_d, rouge_l, score_captions, score_split, tokenize_caption
+from .eval import (
+    bleu,
+    caption_images,
+    cider_d,
+    rouge_l,
+    score_captions,
+    score_split,
+    tokenize_caption,
+)
 from .multimodal import Captioner, CaptionerConfig
 from .nn import IGNORE_INDEX, MLP, Block, BlockConfig, KVCache, MultiHeadAttention, attention
 from .pipeline import train_and_evaluate

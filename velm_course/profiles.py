@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .engine.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from .engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 PROFILE_ENV = "VELM_PROFILE"
 DATA_DIR_ENV = "VELM_DATA_DIR"

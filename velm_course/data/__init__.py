@@ -12,7 +12,13 @@ from .coco import (
     load_karpathy_split,
 )
 from .corpus import corpus_stats, load_shakespeare, shakespeare_splits, split_works
-from .loader import CaptionPairs, ResumableBatchSampler, batch_loader, collate_captions, tensor_batches
+from .loader import (
+    CaptionPairs,
+    ResumableBatchSampler,
+    batch_loader,
+    collate_captions,
+    tensor_batches,
+)
 from .registry import DATASETS, CaptionData, open_caption_data
 from .shapes import (
     ShapesConfig,
