@@ -3,7 +3,7 @@
     python benchmarks/bench_captioner.py [--device cuda] [--steps 30]
 
 Two comparisons, each run interleaved (A, B, A, B, ...) so that machine noise hits both:
-1. the captioner's training step with channels_last images and weights (what train.py does)
+1. the captioner's training step with channels_last images and weights (what the captioning job does)
    against the default contiguous layout;
 2. our MultiHeadAttention (F.scaled_dot_product_attention) against torch.nn.MultiheadAttention
    given the same weights, forward + backward on a decoder-sized input.
@@ -18,20 +18,22 @@ import torch
 from _timing import time_interleaved  # benchmarks/_timing.py
 from torch import nn
 
-from velm_course.attention import MultiHeadAttention
-from velm_course.captioner import Captioner, CaptionerConfig
+from velm_course.multimodal import Captioner, CaptionerConfig
+from velm_course.nn import MultiHeadAttention
 from velm_course.profiles import get_profile
 
 
 def captioner_step(memory_format: torch.memory_format, profile, device: torch.device):
     torch.manual_seed(0)
-    cfg = CaptionerConfig(vocab_size=64, d_model=profile.d_model, n_layer=profile.n_layer,
-                          n_head=profile.n_head, image_size=profile.image_size)
+    m = profile.run.model
+    cfg = CaptionerConfig(vocab_size=64, d_model=m.d_model, n_layer=m.n_layer, n_head=m.n_head,
+                          image_size=profile.image_size)
+    batch_size = profile.run.train.batch_size
     model = Captioner(cfg).to(device, memory_format=memory_format)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.rand(profile.batch_size, 3, profile.image_size, profile.image_size, device=device)
+    images = torch.rand(batch_size, 3, profile.image_size, profile.image_size, device=device)
     images = images.contiguous(memory_format=memory_format)
-    tokens = torch.randint(4, 64, (profile.batch_size, 18), device=device)
+    tokens = torch.randint(4, 64, (batch_size, 18), device=device)
 
     def step():
         _, loss = model(images, tokens[:, :-1], tokens[:, 1:])
@@ -82,14 +84,14 @@ def main() -> None:
     t = time_interleaved(steps, args.repeats, device)
     rows.append(("captioner train step, channels_last vs contiguous", t["channels_last"], t["contiguous"]))
 
-    ours, ref = attention_pair(profile.d_model, profile.n_head, profile.batch_size, 20,
-                               (profile.image_size // 8) ** 2, device)
+    m, batch_size = profile.run.model, profile.run.train.batch_size
+    ours, ref = attention_pair(m.d_model, m.n_head, batch_size, 20, (profile.image_size // 8) ** 2, device)
     t = time_interleaved({"ours": ours, "ref": ref}, args.repeats * 5, device)
     rows.append(("cross-attention fwd+bwd, ours vs nn.MultiheadAttention", t["ours"], t["ref"]))
 
     threads = torch.get_num_threads()
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {threads} threads"
-    print(f"profile {profile.name} sizes (batch {profile.batch_size}, {profile.image_size}px, d={profile.d_model}) on {where}")
+    print(f"profile {profile.name} sizes (batch {batch_size}, {profile.image_size}px, d={m.d_model}) on {where}")
     print("| comparison | ours (ms) | reference (ms) | speed-up |")
     print("|---|---|---|---|")
     for name, a, b in rows:

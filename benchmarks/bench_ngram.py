@@ -27,7 +27,7 @@ import math
 import time
 
 from velm_course.data.corpus import shakespeare_splits
-from velm_course.ngram import BOS, EOS, UNK, NGramConfig, NGramLM, tokenize_sentences
+from velm_course.text.ngram import BOS, EOS, UNK, NGramConfig, NGramLM, tokenize_sentences
 
 ORDER = 3
 

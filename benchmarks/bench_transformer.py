@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from _timing import time_interleaved  # benchmarks/_timing.py
 
-from velm_course.transformer import GPT
+from velm_course.text.gpt import GPT
 
 SIZES = {  # (n_layer, n_head, n_embd, block_size, vocab_size, batch)
     "small": (4, 4, 128, 128, 1024, 8),  # the CPU default

@@ -134,7 +134,7 @@ def test_loss_goes_down_and_is_logged(tmp_path):
     assert history[-1]["loss"] < 0.6 * history[0]["loss"]  # from about ln 12 to memorised captions
     lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines == history
-    assert {"loss", "lr", "items_per_s", "grad_norm", "clipped"} <= set(lines[0])
+    assert {"loss", "lr", "items_per_s", "grad_norm", "clipped", "data_wait"} <= set(lines[0])
 
 
 def test_loss_is_averaged_over_every_token_of_the_step():

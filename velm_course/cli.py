@@ -35,26 +35,18 @@ from .profiles import PROFILE_ENV, PROFILE_NAMES, get_profile
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(kind):
+def _at_least(kind, minimum):
+    """An argparse type: a number of ``kind`` (int or float) no smaller than ``minimum``."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+            word = "whole number" if kind is int else "number"
+            raise argparse.ArgumentTypeError(f"expected a {word}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
-    parse.__name__ = kind.__name__
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 
 
@@ -89,10 +81,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             elif f.name in choices:
                 kwargs["choices"] = list(choices[f.name])
             elif tp is int:
-                kwargs["type"] = _positive_int if f.name in _AT_LEAST_ONE else _non_negative(int)
+                kwargs["type"] = _at_least(int, 1 if f.name in _AT_LEAST_ONE else 0)
                 kwargs["metavar"] = "N"
             elif tp is float:
-                kwargs["type"] = _non_negative(float)
+                kwargs["type"] = _at_least(float, 0)
                 kwargs["metavar"] = "X"
             names = [_option(section, f.name)]
             if dest == "train.steps":

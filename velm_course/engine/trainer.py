@@ -12,7 +12,8 @@ batches. The engine does the rest:
 - autocast (bf16, or fp16 with a gradient scaler) on CUDA, fp32 on the CPU; TF32 on;
   optional ``torch.compile``;
 - the host waits for the device only every ``log_every`` steps (``loss.item()`` blocks);
-- validation loss every ``val_every`` steps, ``metrics.jsonl`` in the run folder, optional
+- validation loss every ``val_every`` steps, ``metrics.jsonl`` in the run folder (loss,
+  learning rate, items/s, gradient norm, share of time spent waiting for data), optional
   TensorBoard, a tqdm bar with items/s;
 - checkpoints every ``checkpoint_every`` steps, every ``checkpoint_minutes``, at the end, and
   when stopped by Ctrl-C or SIGTERM (which Colab and job schedulers send); a run killed
@@ -273,8 +274,9 @@ def fit(
     window_count = torch.zeros((), device=device)
     window_norm = torch.zeros((), device=device)  # summed gradient norms (before clipping)
     window_clipped = torch.zeros((), device=device)  # steps whose gradient was clipped
+    waiting = [0.0]  # host seconds spent waiting for the next batch in this window
     window_start, last_save = time.perf_counter(), time.monotonic()
-    batches: Iterator[Batch] = iter(train_batches(start))
+    batches: Iterator[Batch] = _timed(iter(train_batches(start)), waiting)
     step = start
     with _StopFlag() as stop:
         try:
@@ -298,10 +300,12 @@ def fit(
                     row = {"step": step, "loss": window_loss.item() / max(n, 1),
                            "lr": scheduler.get_last_lr()[0], f"{unit}_per_s": n / max(elapsed, 1e-9),
                            "grad_norm": window_norm.item() / window_steps,
-                           "clipped": window_clipped.item() / window_steps}
+                           "clipped": window_clipped.item() / window_steps,
+                           "data_wait": waiting[0] / max(elapsed, 1e-9)}
                     bar.set_postfix({"loss": f"{row['loss']:.3f}", f"{unit}/s": f"{row[f'{unit}_per_s']:.0f}"})
                     for t in (window_loss, window_count, window_norm, window_clipped):
                         t.zero_()
+                    waiting[0] = 0.0
                     window_start = time.perf_counter()
                 is_best = False
                 if val_batches is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
@@ -387,6 +391,18 @@ def evaluate_loss(model: nn.Module, loss_fn: LossFn, batches: Iterable[Batch], m
     totals = distributed.all_reduce_sum(totals)
     model.train(was_training)
     return (totals[0] / totals[1].clamp(min=1)).item()
+
+
+def _timed(batches: Iterator[Batch], waiting: list[float]) -> Iterator[Batch]:
+    """Yield from ``batches``, adding the seconds spent waiting for each one to ``waiting[0]``."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        waiting[0] += time.perf_counter() - t0
+        yield batch
 
 
 def _agree(flag: bool, device: torch.device) -> bool:
