@@ -406,6 +406,30 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     assert history[-1]["step"] == 2
 
 
+def test_tensorboard_logging_and_its_absence(tmp_path, monkeypatch):
+    cfg = replace(TRAIN, steps=4, tensorboard=True, log_every=2)
+    train_toy(tmp_path / "with", cfg)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "with" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("model_loss")] == [2, 4]
+    # without tensorboard installed, training goes on with a warning, logging to metrics.jsonl
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.warns(UserWarning, match="tensorboard is not installed"):
+        train_toy(tmp_path / "without", cfg)
+    assert (tmp_path / "without" / "metrics.jsonl").exists()
+
+
 def test_evaluate_loss_is_the_token_mean():
     torch.manual_seed(0)
     model = toy_captioner(dropout=0.0)

@@ -171,6 +171,14 @@ def test_cli_options_map_onto_the_run_config():
     assert (config.model.dropout, config.eval.batch_size, config.data.image_size) == (0.2, 7, 128)
 
 
+def test_missing_coco_names_the_fetch_command(data_env, capsys):
+    args = ["train", "--dataset", "coco", "--root", str(data_env / "coco"), "--run-dir", str(data_env / "run"),
+            "--no-progress"]
+    assert cli.main(args) == 2
+    assert f"velm-course fetch coco --dest {data_env / 'coco'}" in capsys.readouterr().err
+    assert not (data_env / "run").exists()  # nothing half-made to trip over on the next try
+
+
 def test_fetch_command_calls_the_downloader(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr("velm_course.data.coco.fetch_coco", lambda dest: calls.append(dest))

@@ -93,13 +93,10 @@ def train_and_evaluate(
     if isinstance(config, Profile):
         config = config.run
     config = config or get_profile().run
-    if run_dir is None:
-        if resume:
-            raise ValueError("resume needs the run folder to continue (run_dir)")
-        run_dir = new_run_dir(runs_dir)
-    run_dir = Path(run_dir)
-    config_file = run_dir / "config.json"
-    if config_file.exists():
+    if run_dir is None and resume:
+        raise ValueError("resume needs the run folder to continue (run_dir)")
+    config_file = Path(run_dir) / "config.json" if run_dir is not None else None
+    if config_file is not None and config_file.exists():
         if not resume:
             raise RunFolderInUse(f"{run_dir} already holds a run; continue it with --resume, or "
                                  "choose a new --run-dir")
@@ -107,20 +104,24 @@ def train_and_evaluate(
         conflicts = resume_conflicts(saved.to_dict(), config.to_dict())
         if conflicts:
             raise ConfigError(f"{config_file}: cannot resume with different settings: {conflicts}")
-    elif resume and any(run_dir.glob("*.pt")):
-        raise FileNotFoundError(f"{config_file} is missing: cannot tell what run the checkpoints belong to")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    elif resume:
+        raise FileNotFoundError(f"{config_file}: no such file; nothing to resume in {run_dir}")
     cfg = config
-    cfg.save(config_file)  # on resume: the same settings, perhaps with more steps
-
+    # the data first: a missing dataset stops here, before a run folder exists
     data = open_caption_data(cfg.data, seed=cfg.train.seed, progress=progress)
+    run_dir = new_run_dir(runs_dir) if run_dir is None else Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.json")  # on resume: the same settings, perhaps with more steps
     vocab, max_words = _vocab(run_dir, cfg, data.train)
     pin = torch.cuda.is_available() and cfg.train.device != "cpu"
     train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=cfg.data.in_memory, progress=progress)
     val_pairs = CaptionPairs(data.val, vocab, max_words, in_memory=cfg.data.in_memory)
 
     def val_batches():
-        return torch.utils.data.DataLoader(val_pairs, batch_size=cfg.train.batch_size, collate_fn=collate_captions)
+        # its own generator: a loader without one draws a seed from the global random state,
+        # which belongs to dropout (and must replay exactly on resume)
+        return torch.utils.data.DataLoader(val_pairs, batch_size=cfg.train.batch_size, collate_fn=collate_captions,
+                                           generator=torch.Generator().manual_seed(0))
 
     model_cfg = CaptionerConfig(
         vocab_size=len(vocab), d_model=cfg.model.d_model, n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
