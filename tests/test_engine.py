@@ -91,8 +91,9 @@ def toy_captioner(dropout: float = 0.1, encoder: str = "small_cnn") -> Captioner
 
 
 def train_toy(tmp_path, cfg=TRAIN, dropout=0.1, encoder="small_cnn", **kw):
-    torch.manual_seed(0)
-    model = toy_captioner(dropout, encoder)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = toy_captioner(dropout, encoder)
     history = fit(model, captioner_loss, toy_batches(cfg), cfg, run_dir=tmp_path, progress=False,
                   config={"model": "toy", "train": {"steps": cfg.steps}}, **kw)
     return model, history
@@ -135,6 +136,16 @@ def test_loss_goes_down_and_is_logged(tmp_path):
     lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines == history
     assert {"loss", "lr", "items_per_s", "grad_norm", "clipped", "data_wait"} <= set(lines[0])
+    f = lr_lambda(cfg)  # the logged rate is the one the logged step used
+    assert [h["lr"] for h in history[:2]] == pytest.approx([cfg.lr * f(4), cfg.lr * f(9)])
+
+
+def test_fit_leaves_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_toy(None, replace(TRAIN, steps=2, checkpoint_every=0))
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_loss_is_averaged_over_every_token_of_the_step():

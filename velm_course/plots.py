@@ -19,7 +19,8 @@ def plot_loss_curves(histories: dict[str, list[dict]], path: Path | None = None)
         ax.plot([h["step"] for h in train], [h["loss"] for h in train], color=colour, label=f"{name} (train)")
         val = [h for h in history if "val_loss" in h]
         if val:
-            ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "--", color=colour,
+            # markers, so a run validated once (at its end) still shows its point
+            ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "--o", color=colour, markersize=4,
                     label=f"{name} (validation)")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy per token (nats)")

@@ -77,7 +77,7 @@ _PROFILES = {
             data=DataConfig(image_size=64, n_train=4000, n_val=200, n_test=300),
             model=ModelConfig(d_model=128, n_layer=2, n_head=4),
             train=TrainConfig(steps=2400, batch_size=32, lr=2e-3, warmup=100, device="cpu",
-                              blind_steps=200, log_every=25),
+                              blind_steps=200, log_every=25, val_every=400, val_batches=4),
             profile="ci",
         ),
         notebooks=NotebookSizes(

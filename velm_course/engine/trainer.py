@@ -42,6 +42,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
@@ -156,6 +157,18 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _own_random_state(fn):
+    """Run ``fn`` on a fork of the global random state (CPU and every GPU), restored afterwards:
+    training draws its dropout masks from it, and should not move the caller's."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_own_random_state
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -179,7 +192,8 @@ def fit(
     (``{prefix}checkpoint.pt``) and ``{prefix}metrics.jsonl`` go there; ``config`` (the run's settings as a dict)
     and ``extra_state`` (e.g. the vocabulary) are stored in every checkpoint. ``resume=True``
     continues from ``{prefix}checkpoint.pt`` if it exists, refusing a ``config`` whose model or data
-    settings differ; without it an existing checkpoint is an error, never overwritten.
+    settings differ; without it an existing checkpoint is an error, never overwritten. The
+    caller's global random state is the same after ``fit`` as before.
     """
     from tqdm.auto import tqdm
 
@@ -201,10 +215,10 @@ def fit(
     manager = CheckpointManager(run_dir, cfg.keep_last, prefix) if run_dir is not None else None
     metrics_file = Path(run_dir) / f"{prefix}metrics.jsonl" if run_dir is not None else None
 
-    history: list[dict] = []
-    start, best_val = 0, math.inf
     # one seed for every run of this config: dropout masks differ per rank, repeat per run
     torch.manual_seed(cfg.seed * 1_000_003 + 7919 * dist.rank)
+    history: list[dict] = []
+    start, best_val = 0, math.inf
     if manager is not None and manager.latest.exists():
         if not resume:
             raise RunFolderInUse(f"{run_dir} already holds a run ({manager.latest.name}); resume it with "
@@ -284,6 +298,7 @@ def fit(
                 step_loss, step_count, grad_norm = _train_step(
                     train_model, params, loss_fn, batches, cfg, device, precision, scaler,
                     optimizer, pre_scale, dist.world_size)
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
                 scheduler.step()
                 step += 1
                 window_loss += step_loss
@@ -298,11 +313,13 @@ def fit(
                     n = window_count.item()  # the one host synchronisation of a window
                     elapsed = time.perf_counter() - window_start
                     row = {"step": step, "loss": window_loss.item() / max(n, 1),
-                           "lr": scheduler.get_last_lr()[0], f"{unit}_per_s": n / max(elapsed, 1e-9),
+                           "lr": lr, f"{unit}_per_s": n / max(elapsed, 1e-9),
                            "grad_norm": window_norm.item() / window_steps,
                            "clipped": window_clipped.item() / window_steps,
                            "data_wait": waiting[0] / max(elapsed, 1e-9)}
-                    bar.set_postfix({"loss": f"{row['loss']:.3f}", f"{unit}/s": f"{row[f'{unit}_per_s']:.0f}"})
+                    # refresh=False: the bar redraws at its own pace, not at every logged step
+                    bar.set_postfix({"loss": f"{row['loss']:.3f}", f"{unit}/s": f"{row[f'{unit}_per_s']:.0f}"},
+                                    refresh=False)
                     for t in (window_loss, window_count, window_norm, window_clipped):
                         t.zero_()
                     waiting[0] = 0.0
