@@ -81,6 +81,29 @@ def engine_vs_plain(profile, device, steps: int, repeats: int) -> tuple[float, f
     return t["engine"] / steps, t["plain"] / steps
 
 
+def in_memory_vs_decoding(profile, batches: int = 60) -> tuple[float, float]:
+    """Seconds per training batch of the shapes data: images decoded once into RAM vs decoded
+    from PNG at every step (no workers, as in the ci profile)."""
+    import time
+
+    from velm_course.data.captions import CaptionVocab
+    from velm_course.data.loader import CaptionPairs, batch_loader, collate_captions
+    from velm_course.data.registry import open_caption_data
+
+    cfg = profile.run
+    data = open_caption_data(cfg.data, seed=cfg.train.seed, progress=True)
+    vocab = CaptionVocab.build(c for caps in data.train.captions_by_id().values() for c in caps)
+    out = []
+    for in_memory in (True, False):
+        pairs = CaptionPairs(data.train, vocab, max_words=18, in_memory=in_memory)
+        loader = batch_loader(pairs, collate_captions, cfg.train.batch_size, 0, batches)
+        t0 = time.perf_counter()
+        for _ in loader(0):
+            pass
+        out.append((time.perf_counter() - t0) / batches)
+    return out[0], out[1]
+
+
 def precision_and_data(profile, device, steps: int, precisions=("fp32", "bf16")) -> list[tuple[str, float, float]]:
     """(precision, images/s, data-wait share) through the real data path of the captioning job."""
     from velm_course.data.captions import CaptionVocab
@@ -133,6 +156,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     print(f"| {today} | {where}, torch {torch.__version__} | {sizes} | {engine * 1e3:.1f} | {plain * 1e3:.1f} "
           f"| {plain / engine:.2f}x |")
+    memory, decode = in_memory_vs_decoding(profile)
+    print("\n| date | machine | data path (shapes, batch of 32) | in memory (ms/batch) | decoded per step (ms/batch) "
+          "| share of an engine step saved |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {today} | {where} | {profile.image_size} px PNGs, no workers | {memory * 1e3:.2f} | {decode * 1e3:.2f} "
+          f"| {(decode - memory) / engine:.0%} |")
     if device.type == "cuda":
         rows = precision_and_data(profile, device, steps=200)
         fp32 = rows[0][1]

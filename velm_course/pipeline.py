@@ -40,6 +40,8 @@ from .nn.loss import IGNORE_INDEX, lm_loss
 from .plots import plot_caption_grid, plot_loss_curves
 from .profiles import Profile, get_profile
 
+IN_MEMORY_LIMIT = 2 * 2**30  # bytes of decoded uint8 images kept in RAM at most
+
 
 def captioner_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed token cross-entropy of a caption batch and the number of tokens it covers."""
@@ -114,8 +116,11 @@ def train_and_evaluate(
     cfg.save(run_dir / "config.json")  # on resume: the same settings, perhaps with more steps
     vocab, max_words = _vocab(run_dir, cfg, data.train)
     pin = torch.cuda.is_available() and cfg.train.device != "cpu"
-    train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=cfg.data.in_memory, progress=progress)
-    val_pairs = CaptionPairs(data.val, vocab, max_words, in_memory=cfg.data.in_memory)
+    # small datasets are decoded once (8 % of a ci step, benchmarks/RESULTS.md); big ones, such as
+    # COCO's 113k training images (~17 GB decoded at 224 px), are decoded by DataLoader workers
+    in_memory = cfg.data.in_memory and len(data.train) * 3 * cfg.data.image_size**2 <= IN_MEMORY_LIMIT
+    train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=in_memory, progress=progress)
+    val_pairs = CaptionPairs(data.val, vocab, max_words, in_memory=in_memory)
 
     def val_batches():
         # its own generator: a loader without one draws a seed from the global random state,

@@ -46,7 +46,7 @@ class DataConfig:
     min_word_count: int = 1  # words seen fewer times in training captions become <unk>
     max_words: int | None = None  # longest caption in words; None: the longest training caption
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
-    in_memory: bool = True  # decode every image once into RAM (small datasets only)
+    in_memory: bool = True  # decode every image once into RAM, if the split fits in 2 GiB decoded
 
 
 @dataclass
