@@ -67,6 +67,18 @@ def test_caption_pairs_cover_every_reference_once(shapes_root):
     assert all(torch.equal(in_memory[j]["image"], pairs[j]["image"]) for j in range(0, len(pairs), 7))
 
 
+def test_a_torchvision_transform_runs_on_every_example(shapes_root):
+    from torchvision.transforms import v2
+
+    train = shapes_split(shapes_root, "train", image_size=64)
+    vocab = CaptionVocab.build([c for caps in train.captions_by_id().values() for c in caps])
+    plain = CaptionPairs(train, vocab, 20, in_memory=True)
+    flipped = CaptionPairs(train, vocab, 20, in_memory=True, transform=v2.RandomVerticalFlip(p=1.0))
+    assert torch.equal(flipped[3]["image"], plain[3]["image"].flip(1))  # (3, H, W): H is dim 1
+    assert torch.equal(flipped[3]["tokens"], plain[3]["tokens"])
+    assert flipped[3]["image"].dtype == torch.uint8
+
+
 def test_collate_shifts_and_masks(shapes_root):
     train = shapes_split(shapes_root, "train", image_size=64)
     vocab = CaptionVocab.build([c for caps in train.captions_by_id().values() for c in caps])

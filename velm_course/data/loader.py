@@ -67,11 +67,16 @@ class CaptionPairs(Dataset):
 
     An epoch sees each caption once. Images are uint8; with ``in_memory`` every image is
     decoded once up front (a small dataset's decode then costs nothing per step).
+    ``transform`` (a torchvision ``transforms.v2`` pipeline, or any function of a uint8
+    (3, H, W) tensor that returns one of the same size) runs on every example as it is read:
+    augmentation belongs here, on the worker processes, not in the training step. Mind that a
+    horizontal flip swaps "left" and "right" in the captions (see ``vision.transforms``).
     """
 
     def __init__(self, dataset, vocab: CaptionVocab, max_words: int, in_memory: bool = False,
-                 progress: bool = False):
+                 progress: bool = False, transform=None):
         self.dataset, self.vocab, self.max_words = dataset, vocab, max_words
+        self.transform = transform
         by_id = dataset.captions_by_id()
         refs = [by_id[i] for i in dataset.image_ids]
         self.pairs = [(i, k) for i, r in enumerate(refs) for k in range(len(r))]
@@ -89,6 +94,8 @@ class CaptionPairs(Dataset):
     def __getitem__(self, j: int) -> dict:
         i, k = self.pairs[j]
         image = self.images[i] if self.images is not None else self.dataset.get_uint8(i)[0]
+        if self.transform is not None:
+            image = self.transform(image)
         return {"image": image, "tokens": self.tokens[i][k]}
 
 
