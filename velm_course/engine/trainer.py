@@ -334,8 +334,8 @@ def fit(
                 if row is not None:
                     log(row)
                 due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or is_best
-                timed = _agree(time.monotonic() - last_save > 60 * cfg.checkpoint_minutes, device)
-                stopping = _agree(stop.signal is not None, device)
+                timed, stopping = _agree(
+                    [time.monotonic() - last_save > 60 * cfg.checkpoint_minutes, stop.signal is not None], device)
                 if due or timed or stopping:
                     checkpoint(step, is_best)
                     last_save = time.monotonic()
@@ -422,12 +422,13 @@ def _timed(batches: Iterator[Batch], waiting: list[float]) -> Iterator[Batch]:
         yield batch
 
 
-def _agree(flag: bool, device: torch.device) -> bool:
-    """True on every rank when it is true on any (a stop signal or timer may reach one rank only)."""
+def _agree(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag true on every rank when it is true on any (a stop signal or a timer may reach
+    one rank only); one all-reduce for all of them, none in a single process."""
     if distributed.info().world_size == 1:
-        return flag
-    t = distributed.all_reduce_sum(torch.tensor([float(flag)], device=device))
-    return bool(t.item() > 0)
+        return flags
+    t = distributed.all_reduce_sum(torch.tensor([float(f) for f in flags], device=device))
+    return [bool(v > 0) for v in t.tolist()]
 
 
 def _hash(config: dict) -> str:
