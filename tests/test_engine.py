@@ -312,6 +312,36 @@ def test_sigterm_and_ctrl_c_save_then_resume_exactly(tmp_path, uninterrupted, si
     assert same_weights(torch.load(run / "final.pt", weights_only=True), uninterrupted)
 
 
+def test_logged_window_means_are_right_after_a_resume(tmp_path):
+    """A run resumed at step 3 with log_every=4 logs at steps 4 and 8; the row at 8 averages the
+    gradient norms of steps 5..8, the same steps a per-step log of an uninterrupted run shows."""
+    from velm_course.engine.trainer import TrainingInterrupted
+
+    cfg = replace(TRAIN, steps=8, checkpoint_every=3)
+    _, per_step = train_toy(tmp_path / "a", replace(cfg, log_every=1), dropout=0.0)
+    calls = {"n": 0}
+
+    def stop_in_step_3(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return captioner_loss(model, batch)
+
+    windowed = replace(cfg, log_every=4)
+    for loss_fn in (stop_in_step_3, captioner_loss):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = toy_captioner(dropout=0.0)
+        try:
+            history = fit(model, loss_fn, toy_batches(windowed), windowed, run_dir=tmp_path / "b", resume=True,
+                          progress=False, config={"model": "toy", "train": {"steps": 8}})
+        except TrainingInterrupted:
+            assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    assert [h["step"] for h in history] == [4, 8]
+    expected = sum(h["grad_norm"] for h in per_step[4:8]) / 4
+    assert history[-1]["grad_norm"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_resume_refuses_other_settings_and_accepts_more_steps(tmp_path):
     cfg = replace(TRAIN, steps=4)
     torch.manual_seed(0)

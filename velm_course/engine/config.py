@@ -126,8 +126,17 @@ class RunConfig:
 
     def digest(self) -> str:
         """A short hash of the settings that define the model and its data."""
-        key = json.dumps({"data": asdict(self.data), "model": asdict(self.model)}, sort_keys=True)
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
+        return config_digest({"data": asdict(self.data), "model": asdict(self.model)})
+
+
+def config_digest(config: dict) -> str:
+    """A short, order-independent hash of a JSON-able config dict.
+
+    >>> config_digest({"a": 1, "b": 2}) == config_digest({"b": 2, "a": 1})
+    True
+    """
+    key = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _type_ok(value, tp) -> bool:

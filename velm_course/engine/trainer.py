@@ -58,7 +58,7 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import FORMAT, CheckpointError, CheckpointManager, load_checkpoint
-from .config import TrainConfig, resume_conflicts
+from .config import TrainConfig, config_digest, resume_conflicts
 from .precision import autocast, enable_tf32, resolve_precision
 
 Batch = dict
@@ -209,7 +209,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     config = config or {"train": vars(cfg).copy()}
-    config_hash = _hash(config)
+    config_hash = config_digest(config)
     if run_dir is not None and dist.is_main:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(run_dir, cfg.keep_last, prefix) if run_dir is not None else None
@@ -288,6 +288,7 @@ def fit(
     window_count = torch.zeros((), device=device)
     window_norm = torch.zeros((), device=device)  # summed gradient norms (before clipping)
     window_clipped = torch.zeros((), device=device)  # steps whose gradient was clipped
+    window_steps = 0  # steps since the last logged row
     waiting = [0.0]  # host seconds spent waiting for the next batch in this window
     window_start, last_save = time.perf_counter(), time.monotonic()
     batches: Iterator[Batch] = _timed(iter(train_batches(start)), waiting)
@@ -306,8 +307,8 @@ def fit(
                 window_norm += grad_norm
                 if cfg.grad_clip:
                     window_clipped += grad_norm > cfg.grad_clip
+                window_steps += 1
                 bar.update(1)
-                window_steps = (step - start) % cfg.log_every or cfg.log_every
                 row = None
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     n = window_count.item()  # the one host synchronisation of a window
@@ -322,7 +323,7 @@ def fit(
                                     refresh=False)
                     for t in (window_loss, window_count, window_norm, window_clipped):
                         t.zero_()
-                    waiting[0] = 0.0
+                    waiting[0], window_steps = 0.0, 0
                     window_start = time.perf_counter()
                 is_best = False
                 if val_batches is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
@@ -431,12 +432,6 @@ def _agree(flags: list[bool], device: torch.device) -> list[bool]:
     return [bool(v > 0) for v in t.tolist()]
 
 
-def _hash(config: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _try_compile(model: nn.Module) -> nn.Module:
     try:
         return torch.compile(model)
@@ -453,8 +448,3 @@ def _tensorboard(run_dir):
                       stacklevel=3)
         return None
     return SummaryWriter(str(Path(run_dir) / "tensorboard"))
-
-
-def load_model_state(path) -> dict:
-    """The model weights of a training checkpoint (``state["model"]``), checked."""
-    return load_checkpoint(path)["model"]
