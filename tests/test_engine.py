@@ -517,9 +517,12 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, batch_size:
         try:
             fit(model, loss_fn, toy_batches(cfg), cfg, run_dir=out_dir, resume=True, progress=False,
                 config={"model": "toy"})
+            torch.save(model.state_dict(), f"{out_dir}/final-rank{rank}.pt")
         except TrainingInterrupted:
-            return
-        torch.save(model.state_dict(), f"{out_dir}/final-rank{rank}.pt")
+            pass
+        # leave together: a rank tearing gloo down while the other still talks to it aborts
+        # the other process ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
