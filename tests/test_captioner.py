@@ -3,6 +3,7 @@ import torch
 
 from velm_course.data.captions import BOS, EOS, PAD
 from velm_course.multimodal.captioner import Captioner, CaptionerConfig
+from velm_course.multimodal.fusion import FUSION_KINDS
 from velm_course.nn.loss import IGNORE_INDEX
 from velm_course.vision.encoders import build_image_encoder
 
@@ -101,7 +102,7 @@ def test_building_a_captioner_keeps_the_encoders_weights():
     after = model.encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     # while the decoder's own layers were initialised (GPT-2 style: zero biases, std 0.02)
-    assert model.blocks[0].attn.q_proj.bias.abs().sum() == 0
+    assert model.fusion.blocks[0].attn.q_proj.bias.abs().sum() == 0
     assert abs(model.tok_emb.weight.std().item() - 0.02) < 0.005
 
 
@@ -118,15 +119,16 @@ def test_frozen_encoder_gets_no_gradient_and_keeps_batchnorm_statistics():
     assert torch.equal(stats, model.encoder.conv_stack[0][1].running_mean)
 
 
-def test_cached_decoding_equals_recomputation():
-    model = tiny()
+@pytest.mark.parametrize("fusion", FUSION_KINDS)
+def test_cached_decoding_equals_recomputation(fusion):
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig(vocab_size=12, d_model=16, n_layer=2, n_head=2, max_len=8,
+                                      fusion=fusion, dropout=0.0)).eval()
     images = torch.rand(2, 3, 64, 64)
     idx = torch.randint(3, 12, (2, 6))
     memory = model.encode(images)
     full = model.decode(memory, idx)
-    from velm_course.nn import KVCache
-
-    caches = [KVCache() for _ in model.blocks]
+    caches = model.fusion.new_caches()
     steps = [model.decode(memory, idx[:, :3], caches)] + [model.decode(memory, idx[:, t : t + 1], caches)
                                                             for t in range(3, 6)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)

@@ -131,7 +131,8 @@ def train_and_evaluate(
     model_cfg = CaptionerConfig(
         vocab_size=len(vocab), d_model=cfg.model.d_model, n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
         max_len=max_words + 2, dropout=cfg.model.dropout, image_size=cfg.data.image_size,
-        encoder=cfg.model.encoder, pretrained=cfg.model.pretrained, freeze_encoder=cfg.model.freeze_encoder)
+        encoder=cfg.model.encoder, pretrained=cfg.model.pretrained, freeze_encoder=cfg.model.freeze_encoder,
+        fusion=cfg.model.fusion)
     models, histories, seconds = {}, {}, {}
     blind_train = replace(cfg.train, steps=cfg.train.blind_steps, warmup=max(1, cfg.train.blind_steps // 10))
     for name, blind, train_cfg, prefix in [

@@ -58,6 +58,7 @@ class ModelConfig:
     n_layer: int = 2  # decoder blocks
     n_head: int = 4  # attention heads per block
     dropout: float = 0.1  # dropout in the decoder while training
+    fusion: str = "cross_attention"  # where the image enters the decoder: concat, prefix, cross_attention, co_attention
 
 
 @dataclass
@@ -181,6 +182,7 @@ def _from_dict(cls, d, source: str, prefix: str):
 
 def validate(cfg: RunConfig) -> None:
     """Raise ValueError naming every setting out of range (zero or negative sizes, unknown names)."""
+    from ..multimodal.fusion import FUSION_KINDS
     from ..vision.encoders import ENCODER_NAMES
 
     problems = []
@@ -213,6 +215,8 @@ def validate(cfg: RunConfig) -> None:
         problems.append(f"model.d_model={cfg.model.d_model} must be divisible by model.n_head={cfg.model.n_head}")
     if cfg.data.dataset not in DATASETS:
         problems.append(f"unknown data.dataset {cfg.data.dataset!r}: choose from {list(DATASETS)}")
+    if cfg.model.fusion not in FUSION_KINDS:
+        problems.append(f"unknown model.fusion {cfg.model.fusion!r}: choose from {list(FUSION_KINDS)}")
     if cfg.model.encoder not in ENCODER_NAMES:
         problems.append(f"unknown model.encoder {cfg.model.encoder!r}: choose from {list(ENCODER_NAMES)}")
     if cfg.train.precision not in PRECISIONS:

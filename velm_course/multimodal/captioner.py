@@ -2,12 +2,14 @@
 
     P(caption | image) = prod_t P(w_t | w_<t, image)
 
-The image encoder turns a picture into a grid of tokens (B, N, C). The decoder is a stack of
-the shared pre-norm blocks (``velm_course.nn.Block``) built causal and with cross-attention:
-after causal self-attention over the words written so far, each word position attends to the
-image tokens. That is the only place the image enters, so a "blind" model (``blind=True``)
-that swaps the image tokens for one learned constant token is the same network minus vision:
-the baseline that shows what the image is worth.
+The image encoder turns a picture into a grid of tokens (B, N, C) and a pooled vector (B, C).
+The decoder embeds the words written so far and hands them, with the image, to a fusion
+module (``velm_course.multimodal.fusion``): by default a stack of the shared pre-norm blocks
+built causal and with cross-attention, where each word position attends to the image tokens
+after causal self-attention over the earlier words; ``fusion="concat"``, ``"prefix"`` or
+``"co_attention"`` bring the image in elsewhere. The image enters only there, so a "blind"
+model (``blind=True``) that swaps the image for one learned constant token is the same
+network minus vision: the baseline that shows what the image is worth.
 
 The captioner initialises only what it owns (embeddings, blocks, norms): an encoder passed
 in, or loaded with pretrained weights, keeps its weights.
@@ -30,8 +32,9 @@ from torch import nn
 
 from ..data.captions import BOS, EOS, PAD
 from ..decoding import sample_next
-from ..nn import Block, BlockConfig, KVCache, check_token_ids, init_transformer_, lm_loss
+from ..nn import KVCache, check_token_ids, init_transformer_, lm_loss
 from ..vision.encoders import build_image_encoder
+from .fusion import FusionConfig, build_fusion
 
 
 @dataclass
@@ -47,6 +50,14 @@ class CaptionerConfig:
     pretrained: bool = False  # load the encoder's ImageNet weights (torchvision encoders)
     freeze_encoder: bool = False  # keep the encoder's weights fixed while training
     blind: bool = False  # True: never look at the image (the no-vision baseline)
+    fusion: str = "cross_attention"  # where the image enters, see velm_course.multimodal.fusion
+    gated: bool = False  # cross_attention only: tanh-gated, closed at the start (Flamingo)
+    n_prefix: int = 4  # prefix only: visual words before the caption
+
+    def fusion_config(self) -> FusionConfig:
+        return FusionConfig(kind=self.fusion, d_model=self.d_model, image_dim=self.d_model,
+                            n_layer=self.n_layer, n_head=self.n_head, dropout=self.dropout,
+                            causal=True, n_prefix=self.n_prefix, gated=self.gated)
 
 
 class Captioner(nn.Module):
@@ -67,14 +78,12 @@ class Captioner(nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, c)
         self.pos_emb = nn.Embedding(config.max_len, c)
         self.drop = nn.Dropout(config.dropout)
-        block = BlockConfig(d_model=c, n_head=config.n_head, dropout=config.dropout, causal=True,
-                            cross_attention=True)
-        self.blocks = nn.ModuleList(Block(block) for _ in range(config.n_layer))
+        self.fusion = build_fusion(config.fusion_config(), init=False)
         self.ln_f = nn.LayerNorm(c)
         self.lm_head = nn.Linear(c, config.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying: one table for reading and writing words
         # the decoder's own parts only: never the encoder, which may hold pretrained weights
-        init_transformer_([self.tok_emb, self.pos_emb, self.blocks, self.ln_f], config.n_layer)
+        init_transformer_([self.tok_emb, self.pos_emb, self.fusion, self.ln_f], config.n_layer)
 
     def train(self, mode: bool = True) -> Captioner:
         super().train(mode)
@@ -82,27 +91,42 @@ class Captioner(nn.Module):
             self.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
         return self
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Image tokens (B, N, C) for the decoder to attend to (N = 1 for the blind model)."""
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image as the decoder sees it: grid tokens (B, N, C) and a pooled vector (B, C).
+
+        The blind model gets its one learned token as both (N = 1), whatever the picture.
+        """
         if self.encoder is None:
-            return self.blind_token.expand(images.shape[0], -1, -1)  # (B, 1, C)
-        grid, _pooled = self.encoder(images)  # (B, N, C)
-        return self.ln_image(grid)
+            token = self.blind_token.expand(images.shape[0], -1, -1)  # (B, 1, C)
+            return token, token[:, 0]
+        return self.prepare(*self.encoder(images))
+
+    def prepare(self, grid: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder outputs (B, N, C), (B, C) -> decoder inputs: both layer-normalised.
+
+        Split from ``encode`` so features of a frozen encoder can be computed once and reused.
+        """
+        return self.ln_image(grid), self.ln_image(pooled)
 
     def decode(
-        self, image_tokens: torch.Tensor, idx: torch.Tensor, caches: list[KVCache] | None = None
-    ) -> torch.Tensor:
-        """Next-word logits (B, T, V) for caption prefixes idx (B, T).
+        self, image: tuple[torch.Tensor, torch.Tensor], idx: torch.Tensor,
+        caches: list[KVCache] | None = None, need_weights: bool = False,
+    ):
+        """Next-word logits (B, T, V) for caption prefixes idx (B, T), given ``encode``'s output.
 
-        With ``caches`` (one per block), idx holds only the tokens after those already cached.
+        With ``caches`` (from ``self.fusion.new_caches()``), idx holds only the tokens after
+        those already cached. With ``need_weights``, also the words' attention over the image
+        tokens, one (B, nh, T, N) map per layer (cross-attention fusions only).
         """
-        past = 0 if caches is None else len(caches[0])
+        grid, pooled = image
+        past = self.fusion.past_words(caches)
         check_token_ids(idx, self.config.vocab_size, self.config.max_len, past)
         pos = torch.arange(past, past + idx.shape[1], device=idx.device)  # (T,)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
-        for i, block in enumerate(self.blocks):
-            x = block(x, memory=image_tokens, cache=None if caches is None else caches[i])
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        out = self.fusion(x, grid, pooled, caches=caches, need_weights=need_weights)
+        x, maps = out if need_weights else (out, None)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        return (logits, maps) if need_weights else logits
 
     def forward(
         self, images: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -119,16 +143,22 @@ class Captioner(nn.Module):
         """Greedy decoding: start from <bos>, append the most likely word until <eos>.
 
         Returns (B, T') token ids without the leading <bos>. The image is encoded once, and a
-        KV cache per block means each step feeds only the newest word.
+        KV cache per layer means each step feeds only the newest word.
         """
+        return self.generate_from(self.encode(images), max_new_tokens)
+
+    @torch.no_grad()
+    def generate_from(self, image: tuple[torch.Tensor, torch.Tensor],
+                      max_new_tokens: int | None = None) -> torch.Tensor:
+        """``generate`` for an image already encoded (``encode`` or ``prepare``'s output)."""
         steps = min(max_new_tokens or self.config.max_len - 1, self.config.max_len - 1)
-        image_tokens = self.encode(images)
-        B = images.shape[0]
-        idx = torch.full((B, 1), BOS, dtype=torch.long, device=images.device)
-        done = torch.zeros(B, dtype=torch.bool, device=images.device)
-        caches = [KVCache() for _ in self.blocks]
+        B, device = image[0].shape[0], image[0].device
+        idx = torch.full((B, 1), BOS, dtype=torch.long, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        caches = self.fusion.new_caches()
         for _ in range(steps):
-            logits = self.decode(image_tokens, idx[:, len(caches[0]):], caches)[:, -1]  # (B, V)
+            new = idx[:, self.fusion.past_words(caches):]  # the words not in the caches yet
+            logits = self.decode(image, new, caches)[:, -1]  # (B, V)
             nxt = sample_next(logits, temperature=0)[:, 0]  # (B,)
             nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)  # finished captions only pad
             idx = torch.cat([idx, nxt[:, None]], dim=1)
