@@ -559,3 +559,27 @@ def test_ddp_stop_on_one_rank_then_resume_is_exact(tmp_path):
         a = torch.load(straight / f"final-rank{rank}.pt", weights_only=True)
         b = torch.load(stopped / f"final-rank{rank}.pt", weights_only=True)
         assert same_weights(a, b)
+
+
+def test_named_loss_terms_are_averaged_and_logged_like_the_loss():
+    """A loss of several terms logs each one, averaged over the same count as the loss."""
+    model = torch.nn.Linear(2, 1)
+    x = torch.randn(8, 2)
+    y = x.sum(1, keepdim=True)
+
+    def loss_fn(m, batch):
+        err = ((m(batch["x"]) - batch["y"]) ** 2).sum()
+        size = batch["x"].abs().sum()  # a second term, constant in the weights
+        return err + 0.5 * size, torch.tensor(len(batch["x"])), {"fit": err, "size": size}
+
+    def batches(start_step):
+        while True:
+            yield {"x": x, "y": y}
+
+    cfg = TrainConfig(steps=4, lr=1e-9, warmup=1, log_every=2, grad_accum=2, batch_size=8)
+    history = fit(model, loss_fn, batches, cfg, progress=False)
+    row = history[-1]
+    assert row["loss_size"] == pytest.approx(x.abs().sum().item() / 8, rel=1e-5)
+    assert row["loss"] == pytest.approx(row["loss_fit"] + 0.5 * row["loss_size"], rel=1e-5)
+    with pytest.raises(TypeError, match="loss_fn must return"):
+        fit(torch.nn.Linear(2, 1), lambda m, b: (m(b["x"]).sum(),), batches, cfg, progress=False)

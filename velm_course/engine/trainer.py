@@ -2,7 +2,9 @@
 
 A model family supplies two things: a ``loss_fn(model, batch) -> (loss_sum, count)`` giving
 the summed loss of a batch and how many items (tokens, images) it sums over, and the
-batches. The engine does the rest:
+batches. A loss made of several terms may return ``(loss_sum, count, terms)``, a dict of
+its terms summed the same way: each is averaged like the loss and logged as
+``loss_<name>``. The engine does the rest:
 
 - AdamW with decoupled weight decay on matrices, linear warm-up then cosine decay
   (``torch.optim.lr_scheduler.LambdaLR``), gradient clipping, gradient accumulation;
@@ -62,7 +64,16 @@ from .config import TrainConfig, config_digest, resume_conflicts
 from .precision import autocast, enable_tf32, resolve_precision
 
 Batch = dict
-LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
+LossFn = Callable[[nn.Module, Batch], tuple]  # (loss_sum, count) or (loss_sum, count, terms)
+
+
+def _unpack(out) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """A loss_fn's result as (loss_sum, count, terms); terms is {} for a plain loss."""
+    if len(out) == 2:
+        return out[0], out[1], {}
+    if len(out) == 3 and isinstance(out[2], dict):
+        return out
+    raise TypeError("loss_fn must return (loss_sum, count) or (loss_sum, count, {name: term_sum})")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -288,6 +299,7 @@ def fit(
     window_count = torch.zeros((), device=device)
     window_norm = torch.zeros((), device=device)  # summed gradient norms (before clipping)
     window_clipped = torch.zeros((), device=device)  # steps whose gradient was clipped
+    window_terms: dict[str, torch.Tensor] = {}  # the loss's named terms, summed like the loss
     window_steps = 0  # steps since the last logged row
     waiting = [0.0]  # host seconds spent waiting for the next batch in this window
     window_start, last_save = time.perf_counter(), time.monotonic()
@@ -296,9 +308,11 @@ def fit(
     with _StopFlag() as stop:
         try:
             while step < cfg.steps:
-                step_loss, step_count, grad_norm = _train_step(
+                step_loss, step_count, grad_norm, step_terms = _train_step(
                     train_model, params, loss_fn, batches, cfg, device, precision, scaler,
                     optimizer, pre_scale, dist.world_size)
+                for name, value in step_terms.items():
+                    window_terms[name] = window_terms.get(name, 0.0) + value
                 lr = optimizer.param_groups[0]["lr"]  # the rate this step used
                 scheduler.step()
                 step += 1
@@ -317,7 +331,9 @@ def fit(
                            "lr": lr, f"{unit}_per_s": n / max(elapsed, 1e-9),
                            "grad_norm": window_norm.item() / window_steps,
                            "clipped": window_clipped.item() / window_steps,
-                           "data_wait": waiting[0] / max(elapsed, 1e-9)}
+                           "data_wait": waiting[0] / max(elapsed, 1e-9),
+                           **{f"loss_{k}": v.item() / max(n, 1) for k, v in window_terms.items()}}
+                    window_terms = {}
                     # refresh=False: the bar redraws at its own pace, not at every logged step
                     bar.set_postfix({"loss": f"{row['loss']:.3f}", f"{unit}/s": f"{row[f'{unit}_per_s']:.0f}"},
                                     refresh=False)
@@ -353,11 +369,13 @@ def fit(
 
 
 def _train_step(model, params, loss_fn, batches, cfg, device, precision, scaler, optimizer,
-                pre_scale, world_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                pre_scale, world_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """One optimizer step over ``grad_accum`` micro-batches; returns the summed loss, the
-    count it sums over, and the gradient norm before clipping (all tensors: no host sync)."""
+    count it sums over, the gradient norm before clipping and the summed terms (all tensors:
+    no host sync)."""
     total_loss = torch.zeros((), device=device)
     total_count = torch.zeros((), device=device)
+    total_terms: dict[str, torch.Tensor] = {}
     for i in range(cfg.grad_accum):
         batch = move_batch(next(batches), device)
         last = i == cfg.grad_accum - 1
@@ -366,7 +384,7 @@ def _train_step(model, params, loss_fn, batches, cfg, device, precision, scaler,
         try:
             with sync:
                 with autocast(precision, device):
-                    loss_sum, count = loss_fn(model, batch)
+                    loss_sum, count, terms = _unpack(loss_fn(model, batch))
                 scaler.scale(loss_sum.float() * pre_scale).backward()
         except torch.OutOfMemoryError as err:
             b, a = cfg.batch_size, cfg.grad_accum
@@ -377,8 +395,13 @@ def _train_step(model, params, loss_fn, batches, cfg, device, precision, scaler,
             ) from err
         total_loss += loss_sum.detach().float()
         total_count += torch.as_tensor(count, device=device, dtype=torch.float32)
-    stats = distributed.all_reduce_sum(torch.stack([total_loss, total_count]))  # global sums
+        for name, value in terms.items():
+            total_terms[name] = total_terms.get(name, 0.0) + value.detach().float()
+    names = sorted(total_terms)
+    # global sums, in one all-reduce: loss, count and the terms
+    stats = distributed.all_reduce_sum(torch.stack([total_loss, total_count, *(total_terms[k] for k in names)]))
     total_loss, total_count = stats[0], stats[1]
+    total_terms = {k: stats[2 + i] for i, k in enumerate(names)}
     scaler.unscale_(optimizer)
     # gradients now hold pre_scale * sum over this rank's items, averaged over ranks by DDP:
     # rescale them to the mean over every item of the step, whichever rank saw it
@@ -390,7 +413,7 @@ def _train_step(model, params, loss_fn, batches, cfg, device, precision, scaler,
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return total_loss, total_count, grad_norm
+    return total_loss, total_count, grad_norm, total_terms
 
 
 @torch.no_grad()
@@ -404,7 +427,7 @@ def evaluate_loss(model: nn.Module, loss_fn: LossFn, batches: Iterable[Batch], m
         if i >= max_batches:
             break
         with autocast(precision, device):
-            loss_sum, count = loss_fn(model, move_batch(batch, device))
+            loss_sum, count, _ = _unpack(loss_fn(model, move_batch(batch, device)))
         totals += torch.stack([loss_sum.float(), torch.as_tensor(count, device=device, dtype=torch.float32)])
     totals = distributed.all_reduce_sum(totals)
     model.train(was_training)
