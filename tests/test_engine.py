@@ -583,3 +583,32 @@ def test_named_loss_terms_are_averaged_and_logged_like_the_loss():
     assert row["loss"] == pytest.approx(row["loss_fit"] + 0.5 * row["loss_size"], rel=1e-5)
     with pytest.raises(TypeError, match="loss_fn must return"):
         fit(torch.nn.Linear(2, 1), lambda m, b: (m(b["x"]).sum(),), batches, cfg, progress=False)
+
+
+def test_a_monitor_adds_its_measurements_to_logged_rows_and_changes_nothing():
+    def run(monitor):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        x = torch.randn(8, 2)
+
+        def batches(start_step):
+            while True:
+                yield {"x": x, "y": x.sum(1, keepdim=True)}
+
+        def loss_fn(m, b):
+            return ((m(b["x"]) - b["y"]) ** 2).sum(), torch.tensor(8)
+
+        cfg = TrainConfig(steps=6, lr=0.05, warmup=1, log_every=3, batch_size=8)
+        return model, fit(model, loss_fn, batches, cfg, progress=False, monitor=monitor)
+
+    seen = []
+
+    def monitor(model, step):
+        seen.append(step)
+        return {"weight_norm": model.weight.norm().item()}
+
+    plain, _ = run(None)
+    watched, history = run(monitor)
+    assert seen == [3, 6]
+    assert history[-1]["weight_norm"] == pytest.approx(watched.weight.norm().item())
+    assert torch.equal(plain.weight, watched.weight)

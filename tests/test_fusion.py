@@ -171,3 +171,20 @@ def test_blind_captioner_ignores_the_image_for_every_fusion(kind):
     a, _ = model(torch.rand(2, 3, 64, 64), idx)
     b, _ = model(torch.rand(2, 3, 64, 64), idx)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_encoders_with_a_text_mask_ignore_padding(kw):
+    """Non-causal: appending padded positions (masked out) leaves the real words' states unchanged."""
+    fusion = make(causal=False, **kw)
+    text, grid, pooled = inputs()
+    mask = torch.ones(B, T, dtype=torch.bool)
+    padded = torch.cat([text, torch.randn(B, 3, D)], dim=1)
+    pad_mask = torch.cat([mask, torch.zeros(B, 3, dtype=torch.bool)], dim=1)
+    a = fusion(text, grid, pooled, text_mask=mask)
+    b = fusion(padded, grid, pooled, text_mask=pad_mask)[:, :T]
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    unmasked = fusion(padded, grid, pooled)[:, :T]
+    assert (unmasked - a).abs().max() > 1e-3  # without the mask the padding does leak in
+    with pytest.raises(ValueError, match="text_mask"):
+        fusion(text, grid, pooled, text_mask=mask[:, :2])

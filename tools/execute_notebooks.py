@@ -26,6 +26,10 @@ def execute(path: Path) -> None:
     )
     client.execute()
     nb.metadata.pop("widgets", None)  # widget state is large and random; outputs keep a text form
+    for cell in nb.cells:  # an expected error keeps its name and message; its traceback holds paths
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                out["traceback"] = [f"{out['ename']}: {out['evalue']}"]
     nbformat.write(nb, path)
     print(f"executed {path}")
 

@@ -38,6 +38,9 @@ class NotebookSizes:
     rnn_lr: float  # 03: peak learning rate
     gpt_steps: int  # 04: optimizer steps of the character GPT
     lstm_steps: int  # 04: optimizer steps of the comparison LSTM
+    fusion_d_model: int  # 07-08: width of the fusion models (the pretrained encoder's too)
+    fusion_steps: int  # 07: optimizer steps of each fusion captioner
+    fusion_seeds: int  # 07-08: seeds per compared row, for the spread
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ _PROFILES = {
         notebooks=NotebookSizes(
             bpe_train_chars=300_000, rnn_hidden=128, rnn_layers=1, rnn_dropout=0.0, rnn_steps=400,
             rnn_batch_size=32, rnn_block_size=64, rnn_lr=1e-2, gpt_steps=600, lstm_steps=150,
+            fusion_d_model=64, fusion_steps=300, fusion_seeds=2,
         ),
     ),
     "full": Profile(
@@ -99,6 +103,7 @@ _PROFILES = {
         notebooks=NotebookSizes(
             bpe_train_chars=2_000_000, rnn_hidden=512, rnn_layers=2, rnn_dropout=0.2, rnn_steps=5000,
             rnn_batch_size=64, rnn_block_size=128, rnn_lr=2e-3, gpt_steps=2000, lstm_steps=1000,
+            fusion_d_model=128, fusion_steps=3000, fusion_seeds=3,
         ),
     ),
 }

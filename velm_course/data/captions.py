@@ -120,3 +120,17 @@ def caption_targets(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     targets = tokens[:, 1:].clone()
     targets[targets == PAD] = IGNORE_INDEX
     return tokens[:, :-1], targets
+
+
+def whole_captions(idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The captions (B, T + 1) that ``caption_targets`` split into idx and targets (B, T).
+
+    idx lacks the last token, which for a caption that fills its row is <eos>; an encoder of
+    text should read every caption whole. targets is the caption without its first token, padding
+    labelled ``IGNORE_INDEX``, so the caption is idx's first column then targets, PAD restored.
+
+    >>> idx, targets = caption_targets(torch.tensor([[1, 7, 2, 0], [1, 7, 8, 2]]))
+    >>> whole_captions(idx, targets).tolist()
+    [[1, 7, 2, 0], [1, 7, 8, 2]]
+    """
+    return torch.cat([idx[:, :1], targets.masked_fill(targets == IGNORE_INDEX, PAD)], dim=1)

@@ -194,6 +194,7 @@ def fit(
     progress: bool = True,
     desc: str = "training",
     unit: str = "items",
+    monitor: Callable[[nn.Module, int], dict] | None = None,
 ) -> list[dict]:
     """Train ``model`` for ``cfg.steps`` optimizer steps; returns the history of logged steps.
 
@@ -204,7 +205,9 @@ def fit(
     and ``extra_state`` (e.g. the vocabulary) are stored in every checkpoint. ``resume=True``
     continues from ``{prefix}checkpoint.pt`` if it exists, refusing a ``config`` whose model or data
     settings differ; without it an existing checkpoint is an error, never overwritten. The
-    caller's global random state is the same after ``fit`` as before.
+    caller's global random state is the same after ``fit`` as before. ``monitor(model, step)``,
+    called at every logged step, returns measurements (floats) that join that step's row, e.g.
+    how each term of a loss pulls on the weights; it must leave the model as it found it.
     """
     from tqdm.auto import tqdm
 
@@ -337,6 +340,8 @@ def fit(
                     # refresh=False: the bar redraws at its own pace, not at every logged step
                     bar.set_postfix({"loss": f"{row['loss']:.3f}", f"{unit}/s": f"{row[f'{unit}_per_s']:.0f}"},
                                     refresh=False)
+                    if monitor is not None:
+                        row.update(monitor(model, step))
                     for t in (window_loss, window_count, window_norm, window_clipped):
                         t.zero_()
                     waiting[0], window_steps = 0.0, 0

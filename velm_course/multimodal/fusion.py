@@ -112,12 +112,23 @@ class Fusion(nn.Module):
             raise ValueError(f"expected {len(self.new_caches())} caches, got {len(caches)}")
 
     def forward(self, text: torch.Tensor, grid: torch.Tensor, pooled: torch.Tensor,
-                caches: list[KVCache] | None = None, need_weights: bool = False):
+                caches: list[KVCache] | None = None, need_weights: bool = False,
+                text_mask: torch.Tensor | None = None):
         """Fused word states (B, T, D). With ``need_weights`` also a list with one entry per
         layer of the words' attention over the image tokens (B, nh, T, N), or [] for the
-        variants that have none (concat, prefix)."""
+        variants that have none (concat, prefix).
+
+        ``text_mask`` (B, T), True at real words, keeps an encoder's words from attending to
+        padding (a causal decoder needs none: padding only ever follows the words).
+        """
         self.check(text, grid, pooled, caches)
+        self.key_mask = None
+        if text_mask is not None:
+            if text_mask.shape != text.shape[:2]:
+                raise ValueError(f"text_mask must be (B, T) = {tuple(text.shape[:2])}, got {tuple(text_mask.shape)}")
+            self.key_mask = text_mask[:, None, None, :].bool()  # (B, 1, 1, T): every head, every query
         out, maps = self.fuse(text, grid, pooled, caches, need_weights)
+        self.key_mask = None
         return (out, maps) if need_weights else out
 
     def fuse(self, text, grid, pooled, caches, need_weights):
@@ -146,7 +157,7 @@ class ConcatFusion(Fusion):
         else:
             x = self.mix(torch.cat([text, v.expand(-1, text.shape[1], -1)], dim=-1))  # (B, T, 2D) -> (B, T, D)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache=None if caches is None else caches[i])
+            x = block(x, mask=self.key_mask, cache=None if caches is None else caches[i])
         return x, []
 
 
@@ -177,8 +188,11 @@ class PrefixFusion(Fusion):
             x = torch.cat([prefix, text], dim=1)  # (B, k + T, D)
         else:
             x = text
+        mask = self.key_mask
+        if mask is not None and first:  # the prefix slots are always there to be read
+            mask = torch.cat([mask.new_ones(B, 1, 1, k), mask], dim=-1)  # (B, 1, 1, k + T)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache=None if caches is None else caches[i])
+            x = block(x, mask=mask, cache=None if caches is None else caches[i])
         return (x[:, k:] if first else x), []  # (B, T, D): the words only
 
 
@@ -235,9 +249,9 @@ class CrossAttentionFusion(Fusion):
             cache = None if caches is None else caches[i]
             if self.gates is not None:
                 x, w = self.gates[i](x, memory, need_weights)
-                x = block(x, cache=cache)
+                x = block(x, mask=self.key_mask, cache=cache)
             else:
-                out = block(x, memory=memory, cache=cache, need_weights=need_weights)
+                out = block(x, memory=memory, mask=self.key_mask, cache=cache, need_weights=need_weights)
                 x, w = (out[0], out[1].cross_attn) if need_weights else (out, None)
             maps.append(w)
         return x, maps if need_weights else []
@@ -265,11 +279,12 @@ class CoAttentionFusion(Fusion):
         x, v, maps = text, self.image_proj(grid), []  # (B, T, D), (B, N, D)
         for i, tb in enumerate(self.text_blocks):
             cache = None if caches is None else caches[i]
-            out = tb(x, memory=v, cache=cache, need_weights=need_weights)
+            out = tb(x, memory=v, mask=self.key_mask, cache=cache, need_weights=need_weights)
             x_new, w = (out[0], out[1].cross_attn) if need_weights else (out, None)
             if i < len(self.image_blocks):
                 ib = self.image_blocks[i]
-                v = ib(v) if self.config.causal else ib(v, memory=x)  # x: the text before this layer
+                # x: the text before this layer; the image reads real words only
+                v = ib(v) if self.config.causal else ib(v, memory=x, memory_mask=self.key_mask)
             x = x_new
             maps.append(w)
         return x, maps if need_weights else []

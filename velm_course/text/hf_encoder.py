@@ -74,9 +74,16 @@ def minilm_path() -> Path | None:
 def from_pretrained(path_or_name: str | Path, source: str) -> TextEncoder:
     """A BertModel and its tokenizer from a hub name or a local folder (the real loading code)."""
     from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as hf_logging
 
-    model = BertModel.from_pretrained(str(path_or_name), add_pooling_layer=False)
-    tokenizer = AutoTokenizer.from_pretrained(str(path_or_name))
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load clutters notebooks and logs
+    try:
+        model = BertModel.from_pretrained(str(path_or_name))
+        tokenizer = AutoTokenizer.from_pretrained(str(path_or_name))
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return TextEncoder(model.eval(), tokenizer, source)
 
 
@@ -85,19 +92,20 @@ def random_bert(words, hidden: int = 128, n_layer: int = 2, n_head: int = 4, max
     """A small BERT with random weights over a WordPiece vocabulary of ``words`` (whole
     words only: BERT's special tokens, then the words in the order given, once each)."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     vocab = list(dict.fromkeys([*SPECIAL_TOKENS, *(w.lower() for w in words)]))
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file = Path(tmp) / "vocab.txt"
         vocab_file.write_text("\n".join(vocab) + "\n")
-        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+        # the file's path comes first in transformers 4 (vocab_file) and 5 (vocab); it is read here
+        tokenizer = BertTokenizer(str(vocab_file), do_lower_case=True)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=n_layer,
                         num_attention_heads=n_head, intermediate_size=4 * hidden,
                         max_position_embeddings=max_len)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = BertModel(config, add_pooling_layer=False)
+        model = BertModel(config)
     return TextEncoder(model.eval(), tokenizer, "random")
 
 
