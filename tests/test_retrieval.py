@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from velm_course.eval import chance_recall, recall_at_k
+from velm_course.eval.retrieval import chance_recall, recall_at_k
 
 
 def one_caption_each(n: int) -> torch.Tensor:
