@@ -314,3 +314,32 @@ def test_an_interrupted_run_resumes_bit_identically(tmp_path):
     a, b = uninterrupted.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a if k != "_extra_state")
     assert torch.equal(a["_extra_state"]["itm_generator"], b["_extra_state"]["itm_generator"])
+
+
+def test_training_uses_no_order_dependent_kernels():
+    """The same weights with and without torch's deterministic algorithms. The backward of
+    advanced indexing with repeated rows (each image and caption is picked three times for
+    matching) sums in a thread-dependent order on the CPU, so runs differed in the last bits
+    from process to process, and a notebook's stored numbers with them."""
+    def train(deterministic):
+        torch.use_deterministic_algorithms(deterministic)
+        try:
+            torch.manual_seed(0)
+            n = 96
+            grid, tokens = torch.randn(n, 16, 32), torch.randint(4, 30, (n, 3, 12))
+            tokens[:, :, 0], tokens[:, :, 9], tokens[:, :, 10:] = BOS, EOS, PAD
+            attributes = (torch.rand(n, 6) < 0.2).float()
+            model = Pretrainer(PretrainerConfig(vocab_size=30, image_dim=32, n_attributes=6, d_model=32,
+                                                embed_dim=16, n_head=2, max_len=14))
+            fit(model, objective, image_batches(grid, grid.mean(1), tokens, attributes, 32, 0, 8),
+                TrainConfig(steps=8, batch_size=32, lr=2e-3, warmup=1, log_every=8), progress=False)
+            return model.state_dict()
+        finally:
+            torch.use_deterministic_algorithms(False)
+
+    torch.set_num_threads(2)  # the order-dependent kernels only differ with more than one thread
+    try:
+        a, b = train(False), train(True)
+    finally:
+        torch.set_num_threads(1)
+    assert all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))

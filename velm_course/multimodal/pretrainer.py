@@ -251,8 +251,11 @@ class Pretrainer(nn.Module):
         pairs = itm_pairs(sim.detach().float().cpu(), positive, self.itm_generator)
         image_index, text_index, label = (t.to(sim.device) for t in pairs)  # (3B,) each
         mask = None if text_mask is None else text_mask[text_index]  # (3B, L)
-        fused = self.itm_fusion(states[text_index], tokens[image_index], pooled[image_index],
-                                text_mask=mask)  # (3B, L, D)
+        # index_select, not states[text_index]: every row is picked three times, and the backward
+        # of advanced indexing sums those repeats in a thread-dependent order on the CPU (runs
+        # would differ in the last bits); index_select's backward sums them in a fixed order
+        fused = self.itm_fusion(states.index_select(0, text_index), tokens.index_select(0, image_index),
+                                pooled.index_select(0, image_index), text_mask=mask)  # (3B, L, D)
         logits = self.itm_head(fused[:, 0])  # (3B, 2): no match, match
         return itm_loss(logits, label)
 
