@@ -31,10 +31,19 @@ import torch
 from torch import nn
 
 from ..data.captions import BOS, EOS, PAD
-from ..decoding import sample_next
+from ..decoding import beam_search, sample_next
 from ..nn import KVCache, check_token_ids, init_transformer_, lm_loss
 from ..vision.encoders import build_image_encoder
 from .fusion import FusionConfig, build_fusion
+
+
+def never_special(logits: torch.Tensor) -> torch.Tensor:
+    """Logits (B, V) with <pad> and <bos> ruled out: neither is ever a caption's next word.
+
+    Training never targets them, so a trained model hardly proposes them anyway; an untrained
+    or barely trained one may, and a beam of padding would be a beam wasted.
+    """
+    return logits.index_fill(-1, torch.tensor([PAD, BOS], device=logits.device), float("-inf"))
 
 
 @dataclass
@@ -159,10 +168,37 @@ class Captioner(nn.Module):
         for _ in range(steps):
             new = idx[:, self.fusion.past_words(caches):]  # the words not in the caches yet
             logits = self.decode(image, new, caches)[:, -1]  # (B, V)
-            nxt = sample_next(logits, temperature=0)[:, 0]  # (B,)
+            nxt = sample_next(never_special(logits), temperature=0)[:, 0]  # (B,)
             nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)  # finished captions only pad
             idx = torch.cat([idx, nxt[:, None]], dim=1)
             done |= nxt == EOS
             if done.all():
                 break
         return idx[:, 1:]
+
+    @torch.no_grad()
+    def beam_search(self, images: torch.Tensor, beam_width: int = 3, max_new_tokens: int | None = None,
+                    length_penalty: float = 1.0) -> torch.Tensor:
+        """Beam search (``velm_course.decoding.beam_search``): (B, T') token ids without <bos>,
+        padded after <eos>. The image is encoded once and shared by its beams' KV caches."""
+        return self.beam_search_from(self.encode(images), beam_width, max_new_tokens, length_penalty)
+
+    @torch.no_grad()
+    def beam_search_from(self, image: tuple[torch.Tensor, torch.Tensor], beam_width: int = 3,
+                         max_new_tokens: int | None = None, length_penalty: float = 1.0) -> torch.Tensor:
+        """``beam_search`` for an image already encoded (``encode`` or ``prepare``'s output)."""
+        steps = min(max_new_tokens or self.config.max_len - 1, self.config.max_len - 1)
+        B = image[0].shape[0]
+        beams = tuple(x.repeat_interleave(beam_width, dim=0) for x in image)  # (B·K, N, C), (B·K, C)
+        caches = self.fusion.new_caches()
+
+        def step(new: torch.Tensor) -> torch.Tensor:
+            return never_special(self.decode(beams, new, caches)[:, -1])  # (B·K, V)
+
+        def reorder(index: torch.Tensor) -> None:
+            for cache in caches:
+                cache.reorder(index)
+
+        tokens, _ = beam_search(step, reorder, B, BOS, EOS, PAD, beam_width, steps, length_penalty,
+                                device=image[0].device)
+        return tokens
