@@ -27,13 +27,28 @@ def captioner(fusion="cross_attention"):
     return model.eval()
 
 
+def greedy(model, images):
+    """Greedy decoding under beam search's rule (<pad> and <bos> are never written), recomputing
+    the whole prefix at every step."""
+    rows = []
+    for row in range(len(images)):
+        idx = torch.tensor([[BOS]])
+        for _ in range(model.config.max_len - 1):
+            logits, _ = model(images[row:row + 1], idx)
+            nxt = int(never_special(logits[:, -1])[0].argmax())
+            idx = torch.cat([idx, torch.tensor([[nxt]])], 1)
+            if nxt == EOS:
+                break
+        rows.append(idx[0, 1:].tolist())
+    return rows
+
+
 @pytest.mark.parametrize("fusion", FUSION_KINDS)
 def test_width_one_without_length_penalty_is_greedy(fusion):
     model = captioner(fusion)
     images = torch.rand(4, 3, 64, 64)
-    greedy = model.generate(images)
     beam = model.beam_search(images, beam_width=1, length_penalty=0.0)
-    assert [strip(r) for r in greedy] == [strip(r) for r in beam]
+    assert greedy(model, images) == [strip(r) for r in beam]
 
 
 def table_step(table):

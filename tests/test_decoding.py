@@ -54,3 +54,22 @@ def test_a_generator_makes_sampling_repeatable():
     a = sample_next(logits, 0.9, top_k=10, generator=torch.Generator().manual_seed(7))
     b = sample_next(logits, 0.9, top_k=10, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def test_nucleus_keeps_the_fewest_tokens_that_reach_p_and_renormalises():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])  # cumulative: 0.5, 0.8, 0.95, 1.0
+    logits = probs.log()
+    n = 20_000
+    g = torch.Generator().manual_seed(0)
+    draws = sample_next(logits.repeat(n, 1), top_p=0.8, generator=g)[:, 0]
+    freq = torch.bincount(draws, minlength=4).double() / n
+    expected = torch.tensor([0.5, 0.3, 0.0, 0.0], dtype=torch.float64) / 0.8  # the two that reach 0.8
+    assert bool(((freq - expected).abs() <= 4 * (expected * (1 - expected) / n).sqrt() + 1e-12).all())
+    # a p below the top token's probability keeps exactly that token
+    assert set(sample_next(logits.repeat(50, 1), top_p=0.1, generator=g)[:, 0].tolist()) == {0}
+    # p = 1 is plain sampling: the same draws from the same generator state
+    a = sample_next(logits.repeat(200, 1), top_p=1.0, generator=torch.Generator().manual_seed(3))
+    b = sample_next(logits.repeat(200, 1), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="top_p"):
+        sample_next(logits[None], top_p=0.0)

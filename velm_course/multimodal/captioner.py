@@ -41,7 +41,9 @@ def never_special(logits: torch.Tensor) -> torch.Tensor:
     """Logits (B, V) with <pad> and <bos> ruled out: neither is ever a caption's next word.
 
     Training never targets them, so a trained model hardly proposes them anyway; an untrained
-    or barely trained one may, and a beam of padding would be a beam wasted.
+    or barely trained one may, and a beam of padding would be a beam wasted. Beam search applies
+    it; greedy ``generate`` does not yet, so that the main job's stored numbers stay as they are
+    until the captioning issue re-measures them with one rule for both.
     """
     return logits.index_fill(-1, torch.tensor([PAD, BOS], device=logits.device), float("-inf"))
 
@@ -168,7 +170,7 @@ class Captioner(nn.Module):
         for _ in range(steps):
             new = idx[:, self.fusion.past_words(caches):]  # the words not in the caches yet
             logits = self.decode(image, new, caches)[:, -1]  # (B, V)
-            nxt = sample_next(never_special(logits), temperature=0)[:, 0]  # (B,)
+            nxt = sample_next(logits, temperature=0)[:, 0]  # (B,)
             nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)  # finished captions only pad
             idx = torch.cat([idx, nxt[:, None]], dim=1)
             done |= nxt == EOS
