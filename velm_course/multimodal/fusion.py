@@ -122,16 +122,15 @@ class Fusion(nn.Module):
         padding (a causal decoder needs none: padding only ever follows the words).
         """
         self.check(text, grid, pooled, caches)
-        self.key_mask = None
+        key_mask = None
         if text_mask is not None:
             if text_mask.shape != text.shape[:2]:
                 raise ValueError(f"text_mask must be (B, T) = {tuple(text.shape[:2])}, got {tuple(text_mask.shape)}")
-            self.key_mask = text_mask[:, None, None, :].bool()  # (B, 1, 1, T): every head, every query
-        out, maps = self.fuse(text, grid, pooled, caches, need_weights)
-        self.key_mask = None
+            key_mask = text_mask[:, None, None, :].bool()  # (B, 1, 1, T): every head, every query
+        out, maps = self.fuse(text, grid, pooled, caches, need_weights, key_mask)
         return (out, maps) if need_weights else out
 
-    def fuse(self, text, grid, pooled, caches, need_weights):
+    def fuse(self, text, grid, pooled, caches, need_weights, key_mask):
         raise NotImplementedError
 
 
@@ -150,14 +149,14 @@ class ConcatFusion(Fusion):
         self.mix = nn.Linear(2 * config.d_model, config.d_model) if config.concat_mode == "concat" else None
         self.blocks = nn.ModuleList(self.block() for _ in range(config.n_layer))
 
-    def fuse(self, text, grid, pooled, caches, need_weights):
+    def fuse(self, text, grid, pooled, caches, need_weights, key_mask):
         v = self.image_proj(pooled)[:, None, :]  # (B, 1, D): one vector per image
         if self.mix is None:
             x = text + v  # (B, T, D), broadcast along T
         else:
             x = self.mix(torch.cat([text, v.expand(-1, text.shape[1], -1)], dim=-1))  # (B, T, 2D) -> (B, T, D)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask=self.key_mask, cache=None if caches is None else caches[i])
+            x = block(x, mask=key_mask, cache=None if caches is None else caches[i])
         return x, []
 
 
@@ -179,7 +178,7 @@ class PrefixFusion(Fusion):
         # the caches hold the prefix too, once the first call has put it there
         return 0 if caches is None or len(caches[0]) == 0 else len(caches[0]) - self.config.n_prefix
 
-    def fuse(self, text, grid, pooled, caches, need_weights):
+    def fuse(self, text, grid, pooled, caches, need_weights, key_mask):
         B, T, D = text.shape
         k = self.config.n_prefix
         first = caches is None or len(caches[0]) == 0
@@ -188,7 +187,7 @@ class PrefixFusion(Fusion):
             x = torch.cat([prefix, text], dim=1)  # (B, k + T, D)
         else:
             x = text
-        mask = self.key_mask
+        mask = key_mask
         if mask is not None and first:  # the prefix slots are always there to be read
             mask = torch.cat([mask.new_ones(B, 1, 1, k), mask], dim=-1)  # (B, 1, 1, k + T)
         for i, block in enumerate(self.blocks):
@@ -242,16 +241,16 @@ class CrossAttentionFusion(Fusion):
             GatedCrossAttention(config.d_model, config.n_head, config.dropout) for _ in range(config.n_layer)
         ) if config.gated else None
 
-    def fuse(self, text, grid, pooled, caches, need_weights):
+    def fuse(self, text, grid, pooled, caches, need_weights, key_mask):
         memory = self.image_proj(grid)  # (B, N, D)
         x, maps = text, []
         for i, block in enumerate(self.blocks):
             cache = None if caches is None else caches[i]
             if self.gates is not None:
                 x, w = self.gates[i](x, memory, need_weights)
-                x = block(x, mask=self.key_mask, cache=cache)
+                x = block(x, mask=key_mask, cache=cache)
             else:
-                out = block(x, memory=memory, mask=self.key_mask, cache=cache, need_weights=need_weights)
+                out = block(x, memory=memory, mask=key_mask, cache=cache, need_weights=need_weights)
                 x, w = (out[0], out[1].cross_attn) if need_weights else (out, None)
             maps.append(w)
         return x, maps if need_weights else []
@@ -275,16 +274,16 @@ class CoAttentionFusion(Fusion):
         self.image_blocks = nn.ModuleList(
             self.block(cross_attention=not config.causal, causal=False) for _ in range(config.n_layer - 1))
 
-    def fuse(self, text, grid, pooled, caches, need_weights):
+    def fuse(self, text, grid, pooled, caches, need_weights, key_mask):
         x, v, maps = text, self.image_proj(grid), []  # (B, T, D), (B, N, D)
         for i, tb in enumerate(self.text_blocks):
             cache = None if caches is None else caches[i]
-            out = tb(x, memory=v, mask=self.key_mask, cache=cache, need_weights=need_weights)
+            out = tb(x, memory=v, mask=key_mask, cache=cache, need_weights=need_weights)
             x_new, w = (out[0], out[1].cross_attn) if need_weights else (out, None)
             if i < len(self.image_blocks):
                 ib = self.image_blocks[i]
                 # x: the text before this layer; the image reads real words only
-                v = ib(v) if self.config.causal else ib(v, memory=x, memory_mask=self.key_mask)
+                v = ib(v) if self.config.causal else ib(v, memory=x, memory_mask=key_mask)
             x = x_new
             maps.append(w)
         return x, maps if need_weights else []
