@@ -1,5 +1,5 @@
-"""Beam search: width 1 is greedy, it beats greedy where greedy is short-sighted, cached equals
-uncached, and a batch equals its sequences one by one."""
+"""Beam search: width 1 is greedy (same captions, same scores), it beats greedy where greedy is
+short-sighted, cached equals uncached, and a batch equals its sequences one by one."""
 
 import math
 
@@ -28,8 +28,8 @@ def captioner(fusion="cross_attention"):
 
 
 def greedy(model, images):
-    """Greedy decoding under beam search's rule (<pad> and <bos> are never written), recomputing
-    the whole prefix at every step."""
+    """Greedy decoding under the decoders' one rule (<pad> and <bos> are never written),
+    recomputing the whole prefix at every step."""
     rows = []
     for row in range(len(images)):
         idx = torch.tensor([[BOS]])
@@ -45,10 +45,25 @@ def greedy(model, images):
 
 @pytest.mark.parametrize("fusion", FUSION_KINDS)
 def test_width_one_without_length_penalty_is_greedy(fusion):
+    """Beam search of width 1 and the model's own greedy ``generate`` write the same captions,
+    and both match the reference that recomputes every prefix: one rule for every decoder."""
     model = captioner(fusion)
     images = torch.rand(4, 3, 64, 64)
-    beam = model.beam_search(images, beam_width=1, length_penalty=0.0)
-    assert greedy(model, images) == [strip(r) for r in beam]
+    beam = [strip(r) for r in model.beam_search(images, beam_width=1, length_penalty=0.0)]
+    assert greedy(model, images) == beam == [strip(r) for r in model.generate(images)]
+
+
+def test_width_one_scores_are_greedy_log_probabilities():
+    """With length_penalty=0 a beam's score is its summed log-probability: the very number
+    ``decoding.generate`` adds up for the greedy caption."""
+    model = captioner()
+    image = model.encode(torch.rand(3, 3, 64, 64))
+    _, greedy_logp = model.generate_scored_from(image)
+    caches = model.fusion.new_caches()
+    _, scores = beam_search(lambda new: never_special(model.decode(image, new, caches)[:, -1]),
+                            lambda index: [c.reorder(index) for c in caches], 3, BOS, EOS, PAD, 1,
+                            model.config.max_len - 1, length_penalty=0.0)
+    torch.testing.assert_close(scores, greedy_logp, rtol=1e-5, atol=1e-5)
 
 
 def table_step(table):

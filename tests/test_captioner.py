@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from velm_course.data.captions import BOS, EOS, PAD
-from velm_course.multimodal.captioner import Captioner, CaptionerConfig
+from velm_course.multimodal.captioner import Captioner, CaptionerConfig, never_special
 from velm_course.multimodal.fusion import FUSION_KINDS
 from velm_course.nn.loss import IGNORE_INDEX
 from velm_course.vision.encoders import build_image_encoder
@@ -47,24 +47,99 @@ def test_blind_model_ignores_the_image():
     torch.testing.assert_close(a, b)
 
 
-def test_greedy_generate_equals_step_by_step_argmax():
-    """generate() runs with a KV cache; the reference below recomputes the whole prefix."""
-    model = tiny()
-    images = torch.rand(3, 3, 64, 64)
-    out = model.generate(images)
-    for row in range(3):
+def randomised(**kw) -> Captioner:
+    """A tiny captioner with large random weights: sharp, varied next-word distributions, so
+    that greedy, sampled and banned choices all differ from one another."""
+    model = tiny(**kw)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return model
+
+
+def greedy_reference(model, images):
+    """Greedy captions recomputing the whole prefix at every step (no cache), under the one
+    rule of every decoder: <pad> and <bos> are never the next word."""
+    rows = []
+    for row in range(len(images)):
         idx = torch.tensor([[BOS]])
         expected = []
         for _ in range(model.config.max_len - 1):
             logits, _ = model(images[row : row + 1], idx)
-            nxt = int(logits[0, -1].argmax())
+            nxt = int(never_special(logits[:, -1])[0].argmax())
             expected.append(nxt)
             idx = torch.cat([idx, torch.tensor([[nxt]])], 1)
             if nxt == EOS:
                 break
-        got = out[row].tolist()
+        rows.append(expected)
+    return rows
+
+
+def test_greedy_generate_equals_step_by_step_argmax():
+    """generate() runs with a KV cache; the reference recomputes the whole prefix."""
+    model = randomised()
+    images = torch.rand(4, 3, 64, 64)
+    out = model.generate(images)
+    uncached = model.generate_from(model.encode(images), use_cache=False)
+    assert torch.equal(out, uncached)
+    for got, expected in zip(out.tolist(), greedy_reference(model, images), strict=True):
         assert got[: len(expected)] == expected
         assert all(t == PAD for t in got[len(expected):])  # finished captions are padded
+
+
+def test_greedy_never_writes_padding_or_bos():
+    """An untrained model may like <pad> best; the decoders' rule still never writes it."""
+    model = tiny()
+    with torch.no_grad():  # every final state becomes e; <pad> and <bos> point along e the most
+        e = torch.randn(model.config.d_model)
+        model.ln_f.weight.zero_()
+        model.ln_f.bias.copy_(e)
+        model.lm_head.weight[PAD] = e
+        model.lm_head.weight[BOS] = 0.9 * e
+    images = torch.rand(3, 3, 64, 64)
+    logits, _ = model(images, torch.full((3, 1), BOS))
+    assert (logits[:, -1].argmax(-1) == PAD).all()  # the raw model's favourite...
+    assert (logits[:, -1].topk(2).indices[:, 1] == BOS).all()  # ...and its second
+    out = model.generate(images)
+    first_eos = [row.index(EOS) if EOS in row else len(row) for row in out.tolist()]
+    assert all(PAD not in row[:n] and BOS not in row for row, n in zip(out.tolist(), first_eos, strict=True))
+
+
+def test_sampling_is_repeatable_and_an_image_samples_alike_in_any_batch():
+    model = randomised()
+    images = torch.rand(4, 3, 64, 64)
+    a = model.sample(images, seed=3)
+    assert torch.equal(a, model.sample(images, seed=3))
+    assert not torch.equal(a, model.generate(images)[:, : a.shape[1]])  # it does sample
+    seeds = [10, 11, 12, 13]
+    together = model.sample(images, top_p=0.9, seed=seeds)
+    for row, seed in enumerate(seeds):
+        alone = model.sample(images[row : row + 1], top_p=0.9, seed=[seed])[0].tolist()
+        assert together[row].tolist()[: len(alone)] == alone
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(images, temperature=0)
+
+
+def test_cold_sampling_and_top_1_are_greedy():
+    model = randomised()
+    images = torch.rand(4, 3, 64, 64)
+    greedy = model.generate(images)
+    assert torch.equal(model.sample(images, temperature=1e-6, seed=0), greedy)  # the T -> 0 limit
+    assert torch.equal(model.sample(images, temperature=3.0, top_k=1, seed=0), greedy)
+
+
+def test_caption_logprobs_are_the_log_probabilities_the_decoder_summed():
+    """Teacher forcing on a sampled caption gives back, token by token, the log-probabilities
+    the cached sampler added up (what self-critical training differentiates)."""
+    from velm_course.multimodal.scst import caption_mask
+
+    model = randomised()
+    images = torch.rand(4, 3, 64, 64)
+    tokens, logp_sum = model.generate_scored_from(model.encode(images), temperature=1.0, seed=4)
+    logp = model.caption_logprobs(images, tokens)
+    assert logp.shape == tokens.shape and logp.requires_grad
+    summed = logp.masked_fill(~caption_mask(tokens, EOS), 0.0).sum(1)
+    torch.testing.assert_close(summed, logp_sum, rtol=1e-5, atol=1e-5)
 
 
 def test_too_long_prefix_raises():

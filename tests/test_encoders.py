@@ -101,3 +101,31 @@ def test_encoder_errors():
         CNNEncoder(CNNEncoderConfig(image_size=36))
     with pytest.raises(ValueError, match="expected images of 64"):
         build_image_encoder("small_cnn")(torch.rand(1, 3, 32, 32))
+
+
+def test_cached_features_serve_a_captioner_like_the_encoder_they_cache():
+    from velm_course.multimodal.captioner import Captioner, CaptionerConfig
+    from velm_course.vision.encoders import CachedFeatures
+
+    torch.manual_seed(0)
+    encoder = build_image_encoder("small_cnn", d_model=16, image_size=64).eval()
+    for p in encoder.parameters():  # randomised BatchNorm statistics, so a wrong lookup shows
+        if p.dim() == 1:
+            p.data.uniform_(0.5, 1.5)
+    images = (torch.rand(6, 3, 64, 64) * 255).to(torch.uint8)
+    cfg = CaptionerConfig(vocab_size=11, d_model=16, n_layer=1, n_head=2, max_len=6, dropout=0.0,
+                          freeze_encoder=True)
+    torch.manual_seed(1)
+    direct = Captioner(cfg, encoder=encoder).eval()
+    torch.manual_seed(1)
+    cached = Captioner(cfg, encoder=CachedFeatures.compute(encoder, images)).eval()
+    idx = torch.randint(0, 11, (3, 5))
+    rows = torch.tensor([5, 2, 2])
+    with torch.no_grad():
+        want, _ = direct(images[rows].float() / 255, idx)
+        got, _ = cached(rows, idx)
+        same_words, _ = cached(rows, idx[[0, 0, 0]])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert (same_words[0] - same_words[1]).abs().max() > 1e-4  # other image, other logits
+    with pytest.raises(TypeError, match="row numbers"):
+        cached.encoder(images[:2].float())

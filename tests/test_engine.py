@@ -203,6 +203,27 @@ def test_best_checkpoint_follows_validation_loss(tmp_path):
     assert load_checkpoint(tmp_path / "best.pt")["step"] == best_step
 
 
+def test_patience_stops_when_validation_stops_improving_and_resume_stays_stopped(tmp_path, monkeypatch):
+    cfg = replace(TRAIN, steps=20, val_every=2, val_batches=1, patience=2)
+    val = toy_batches(replace(cfg, seed=1))
+    # a validation loss scripted to improve twice and then get worse: stop at the 4th check
+    scripted = iter([3.0, 2.0, 2.5, 2.6, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    monkeypatch.setattr("velm_course.engine.trainer.evaluate_loss", lambda *a, **k: next(scripted))
+    _, history = train_toy(tmp_path, cfg, val_batches=lambda: val(0))
+    vals = [h for h in history if "val_loss" in h]
+    assert [h["step"] for h in vals] == [2, 4, 6, 8]
+    assert vals[-1].get("stopped_early") and not any(h.get("stopped_early") for h in vals[:-1])
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 8
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == 4
+    # resuming a run that stopped early trains no further
+    _, again = train_toy(tmp_path, cfg, val_batches=lambda: val(0), resume=True)
+    assert again == history and load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 8
+    # patience 0 never stops
+    scripted = iter([3.0] + [4.0] * 20)
+    _, history = train_toy(tmp_path / "b", replace(cfg, patience=0), val_batches=lambda: val(0))
+    assert history[-1]["step"] == 20
+
+
 def test_bad_checkpoints_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt")

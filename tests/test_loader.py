@@ -118,7 +118,8 @@ def test_registry_opens_shapes_with_content_scores(shapes_root):
     data = open_caption_data(DataConfig(dataset="shapes", root=str(shapes_root), image_size=64))
     assert len(data.train) == 12 and len(data.test) == 4
     oracle = data.reference_rows["test"]["oracle"]
-    assert data.content_scores["test"](oracle) == {"content_accuracy": 1.0}
+    scores = data.content_scores["test"](oracle)
+    assert scores["content_accuracy"] == 1.0 and scores["exact_scene"] == 1.0 and scores["scene_f1"] == 1.0
     assert sorted(DATASETS) == ["coco", "shapes"]
 
 

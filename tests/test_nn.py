@@ -35,6 +35,23 @@ def test_lm_loss_against_a_hand_computation():
     assert lm_loss(logits, None) is None
 
 
+def test_label_smoothing_against_a_hand_computation():
+    # smoothed target: (1 - eps) on the right token plus eps / V on every token, so the loss is
+    # (1 - eps) * NLL + eps * (mean over the vocabulary of -log p)
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 6, generator=g, dtype=torch.double)
+    targets = torch.randint(0, 6, (2, 3), generator=g)
+    targets[1, 2] = IGNORE_INDEX
+    eps, logp = 0.2, torch.log_softmax(logits, dim=-1)
+    keep = targets != IGNORE_INDEX
+    nll = -logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]  # (B, T)
+    uniform = -logp.mean(dim=-1)  # (B, T)
+    expected = ((1 - eps) * nll + eps * uniform)[keep]
+    torch.testing.assert_close(lm_loss(logits, targets, label_smoothing=eps), expected.mean())
+    torch.testing.assert_close(lm_loss(logits, targets, reduction="sum", label_smoothing=eps), expected.sum())
+    assert not torch.isclose(lm_loss(logits, targets, label_smoothing=eps), lm_loss(logits, targets))
+
+
 def test_check_token_ids_names_the_problem():
     ok = torch.zeros(2, 4, dtype=torch.long)
     check_token_ids(ok, vocab_size=1, max_len=4)

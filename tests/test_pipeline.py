@@ -3,6 +3,7 @@ and what a new user's mistakes get back."""
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -12,10 +13,13 @@ import velm_course.cli as cli
 import velm_course.pipeline as pipeline
 from velm_course.engine.checkpoint import load_checkpoint
 from velm_course.engine.config import RunConfig
+from velm_course.eval.coco_eval import spice_unavailable
 
-TINY = ["--steps", "6", "--blind-steps", "3", "--n-train", "24", "--n-val", "4", "--n-test", "8",
-        "--batch-size", "8", "--checkpoint-every", "2", "--log-every", "1"]
-METRIC_KEYS = {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "content_accuracy"}
+TINY = ["--steps", "6", "--n-train", "24", "--n-val", "4", "--n-test", "8", "--n-compositional", "6",
+        "--batch-size", "8", "--checkpoint-every", "2", "--log-every", "1", "--val-every", "3"]
+METRIC_KEYS = {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "content_accuracy", "scene_f1",
+               "exact_scene", "count_accuracy", "relation_accuracy", "hallucination_rate"}
+ROWS = {"model", "blind", "fixed_caption", "nearest_neighbour", "human", "oracle"}
 
 
 @pytest.fixture
@@ -34,16 +38,32 @@ def test_train_writes_a_complete_run_folder(data_env, capsys):
     runs = data_env / "runs"
     assert cli.main(["train", "--runs-dir", str(runs), "--no-progress", *TINY]) == 0
     run = the_run(runs)
-    assert f"run folder: {run}" in capsys.readouterr().out
     names = {p.name for p in run.iterdir()}
-    assert {"config.json", "vocab.json", "checkpoint.pt", "baseline_checkpoint.pt", "metrics.json",
-            "metrics.jsonl", "captions_test.json", "loss_curve.png", "samples.png"} <= names
+    assert {"config.json", "vocab.json", "checkpoint.pt", "best.pt", "baseline_checkpoint.pt", "metrics.json",
+            "metrics.jsonl", "captions_test.json", "captions_compositional.json", "loss_curve.png",
+            "samples.png"} <= names
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["n_images"] == 8 and metrics["split"] == "test"
-    for row in (metrics, metrics["baseline"], metrics["oracle"]):
-        assert METRIC_KEYS <= set(row)
-        assert all(0 <= row[k] <= 1 for k in METRIC_KEYS - {"CIDEr"}) and row["CIDEr"] >= 0
-    assert metrics["oracle"]["content_accuracy"] == 1.0
+    assert metrics["n_images"] == {"test": 8, "compositional": 6}
+    for split in ("test", "compositional"):
+        assert set(metrics[split]) == ROWS
+        for row in metrics[split].values():
+            assert METRIC_KEYS <= set(row)
+            # relation accuracy is None for a row that states no relation at all
+            assert all(0 <= row[k] <= 1 for k in METRIC_KEYS - {"CIDEr"} if row[k] is not None)
+            assert row["CIDEr"] >= 0 and (row["relation_accuracy"] is None) == (row["relation_n"] == 0)
+            assert ("METEOR" in row) == (shutil.which("java") is not None)  # METEOR wherever Java runs it
+        assert metrics[split]["oracle"]["exact_scene"] == 1.0
+        assert metrics[split]["human"]["exact_scene"] == 1.0  # a reference names the scene exactly
+    assert metrics["nll"]["image_worth"] == metrics["nll"]["blind"] - metrics["nll"]["model"]
+    assert [c["step"] for c in metrics["nll"]["curve"]] == [3, 6]
+    selection = metrics["selection"]
+    assert selection["decoding"]["model"]["beam_width"] in (1, 3)
+    assert selection["checkpoint"]["model"]["step"] in (3, 6)
+    fixed = selection["fixed_caption"]["caption"]
+    assert {c["fixed_caption_caption"] for c in json.loads((run / "captions_test.json").read_text())} == {fixed}
+    out = capsys.readouterr().out
+    assert "test: 8 images, compositional: 6 images" in out and "exact_scene" in out
+    assert "test/nearest_neighbour" in out and "compositional/human" in out
     config = RunConfig.load(run / "config.json")
     assert config.train.steps == 6 and config.data.n_train == 24
     assert json.loads((run / "vocab.json").read_text())["words"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -52,6 +72,7 @@ def test_train_writes_a_complete_run_folder(data_env, capsys):
     assert state["config"] == config.to_dict()
     captions = json.loads((run / "captions_test.json").read_text())
     assert len(captions) == 8 and all(isinstance(c["caption"], str) for c in captions)
+    assert f"run folder: {run}" in out
     assert (run / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -108,8 +129,11 @@ def test_a_finished_run_is_not_overwritten(data_env, capsys):
 @pytest.mark.parametrize("content, message", [
     ("", "config.json: not valid JSON"),
     ("{}", "config.json: missing field 'data'"),
-    ('{"data": {}, "model": {}, "train": {}, "eval": {}, "profile": "ci", "version": 1}',
+    ('{"data": {}, "model": {}, "train": {}, "eval": {}, "profile": "ci", "version": 2}',
      "config.json: missing field 'data.dataset'"),
+    # a run folder of an older package: its version is named before any field it lacks
+    ('{"data": {}, "model": {}, "train": {}, "eval": {}, "profile": "ci", "version": 1}',
+     "config.json: config version 1 is not this package's 2; start a new run"),
 ])
 def test_resume_with_a_bad_config_names_file_and_field(data_env, capsys, content, message):
     run = data_env / "run"
@@ -184,3 +208,34 @@ def test_fetch_command_calls_the_downloader(monkeypatch, tmp_path):
     monkeypatch.setattr("velm_course.data.coco.fetch_coco", lambda dest: calls.append(dest))
     assert cli.main(["fetch", "coco", "--dest", str(tmp_path)]) == 0
     assert calls == [str(tmp_path)]
+
+
+def test_evaluate_and_caption_commands(data_env, capsys):
+    run = data_env / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--no-progress", *TINY]) == 0
+    capsys.readouterr()
+    if spice_unavailable() is None:
+        assert cli.main(["evaluate", str(run), "--beam-width", "2"]) == 0
+    else:  # every metric is asked for; the one that cannot run here says what it needs
+        with pytest.warns(RuntimeWarning, match="SPICE left out: SPICE needs"):
+            assert cli.main(["evaluate", str(run), "--beam-width", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "test split, 8 images, beam width 2" in out and "CIDEr" in out
+    results = json.loads((run / "results_test.json").read_text())  # COCO results format
+    assert len(results) == 8 and all(set(r) == {"image_id", "caption"} for r in results)
+    report = json.loads((run / "eval_test.json").read_text())
+    assert report["beam_width"] == 2 and METRIC_KEYS <= set(report["scores"])
+
+    # captions for image files; an unreadable one is skipped, named and counted
+    good = next((data_env / "data" / "generated").glob("shapes-*/images/test/*.png"))
+    bad = data_env / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    assert cli.main(["caption", "--run-dir", str(run), str(good), str(bad)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{good}\t") and len(captured.out.splitlines()) == 1
+    assert f"skipped {bad}" in captured.err and "1 of 2 images could not be read" in captured.err
+    assert cli.main(["caption", "--run-dir", str(run), str(bad)]) == 2
+
+    # a folder without a trained model says how to make one
+    assert cli.main(["evaluate", str(data_env / "empty")]) == 2
+    assert "velm-course train" in capsys.readouterr().err

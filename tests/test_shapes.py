@@ -31,11 +31,14 @@ from velm_course.data.shapes import (
     captions_for,
     ensure_shapes,
     generate_shapes,
+    heldout_pairs,
     oracle_caption,
     parse_objects,
     questions_for,
+    read_scenes,
     render_scene,
     sample_scene,
+    shapes_split,
 )
 
 SPLITS = ("train", "val", "test")
@@ -437,7 +440,11 @@ def test_config_validation_and_profile():
         data.image_size, data.n_train, data.n_val, data.n_test, p.run.train.seed)
     assert (p.image_size, p.n_train, p.seed) == (data.image_size, data.n_train, p.run.train.seed)
     assert ShapesConfig.from_profile(p, n_train=5).n_train == 5
-    for bad in (dict(image_size=32), dict(max_objects=4), dict(max_objects=0), dict(n_val=-1)):
+    # the notebooks' in-distribution data; the main job holds pairs out on top
+    assert cfg.n_compositional == 0 and data.n_compositional > 0
+    assert ShapesConfig.from_profile(p, n_compositional=3).n_compositional == 3
+    for bad in (dict(image_size=32), dict(max_objects=4), dict(max_objects=0), dict(n_val=-1),
+                dict(n_compositional=-1)):
         with pytest.raises(ValueError):
             ShapesConfig(**bad)
     with pytest.raises(ValueError, match="unknown shape"):
@@ -518,3 +525,97 @@ def test_ensure_shapes_race_both_get_a_good_folder(tmp_path, monkeypatch):
     got = file_hashes(results[0])
     got.pop(shapes.COMPLETE_MARKER)
     assert got == expected
+
+
+# ----------------------------------------------------------------------------------------------
+# The digest and the files of a config without a compositional split never change: datasets and
+# pretrained weights are cached under the digest. These values were computed before the
+# compositional split existed.
+
+def test_digest_and_default_files_are_pinned(tmp_path):
+    ci = ShapesConfig(image_size=64, n_train=4000, n_val=200, n_test=300, seed=0)
+    assert ShapesConfig().digest() == ci.digest() == "32635162d9"
+    assert ShapesConfig(n_compositional=0).digest() == "32635162d9"
+    assert ShapesConfig(n_compositional=1).digest() != "32635162d9"
+    # the annotation files (pure Python, unlike the PNG bytes, which depend on zlib)
+    root = generate_shapes(tmp_path, TINY, progress=False)
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.json")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    assert digest.hexdigest() == "0cf75d59c69f0950b95ea1d7e7e2d2816281c9577a2218806721b31358d7b358"
+    assert not (root / "images" / "compositional").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The compositional split (CLEVR-CoGenT style)
+
+COMP = ShapesConfig(image_size=48, n_train=60, n_val=10, n_test=10, n_compositional=12, seed=2)
+
+
+@pytest.fixture(scope="module")
+def comp_dataset(tmp_path_factory):
+    return generate_shapes(tmp_path_factory.mktemp("comp"), COMP, progress=False)
+
+
+def test_heldout_pairs_cover_every_colour_and_shape_once():
+    assert heldout_pairs(ShapesConfig()) == ()
+    pairs = heldout_pairs(COMP)
+    assert len(pairs) == 6
+    assert sorted(c for c, _ in pairs) == sorted(COLORS)
+    assert sorted(s for _, s in pairs) == sorted(SHAPES)
+    assert heldout_pairs(ShapesConfig(n_compositional=1, seed=2)) == pairs  # the seed decides
+    assert len({heldout_pairs(ShapesConfig(n_compositional=1, seed=k)) for k in range(10)}) > 1
+
+
+def test_compositional_split_holds_only_heldout_pairs(comp_dataset):
+    root = comp_dataset
+    heldout = set(heldout_pairs(COMP))
+    seen_in_training = set()
+    for split in SPLITS:
+        for objects in read_scenes(root, split).values():
+            pairs = {(o["color"], o["shape"]) for o in objects}
+            assert not pairs & heldout, split
+            seen_in_training |= pairs
+    comp = read_scenes(root, "compositional")
+    assert len(comp) == COMP.n_compositional
+    assert {len(objects) for objects in comp.values()} == {1, 2, 3}
+    for objects in comp.values():
+        pairs = [(o["color"], o["shape"]) for o in objects]
+        assert set(pairs) <= heldout and len(set(pairs)) == len(pairs)
+    # every colour and every shape still occurs in training, with other partners
+    assert {c for c, _ in seen_in_training} == set(COLORS)
+    assert {s for _, s in seen_in_training} == set(SHAPES)
+    # ids continue after test
+    last_test = max(read_scenes(root, "test"))
+    assert sorted(comp) == list(range(last_test + 1, last_test + 1 + COMP.n_compositional))
+
+
+def test_compositional_split_files(comp_dataset, tmp_path):
+    root = comp_dataset
+    captions, vqa = load(root, "compositional")
+    assert captions["info"]["heldout_pairs"] == [list(p) for p in heldout_pairs(COMP)]
+    assert captions["info"]["config"]["n_compositional"] == COMP.n_compositional
+    assert len(vqa["questions"]) >= 4 * COMP.n_compositional
+    by_image = {}
+    for ann in captions["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann["caption"])
+    scenes = read_scenes(root, "compositional")
+    for image_id, caps in by_image.items():
+        pairs = {(o["color"], o["shape"]) for o in scenes[image_id]}
+        assert len(caps) == 5 and all(parse_objects(c) == pairs for c in caps)
+    karpathy = json.loads((root / "dataset_shapes.json").read_text())
+    assert sum(e["split"] == "compositional" for e in karpathy["images"]) == COMP.n_compositional
+    ds = shapes_split(root, "compositional")
+    assert len(ds) == COMP.n_compositional and sorted(ds.image_ids) == sorted(scenes)
+    # deterministic
+    again = generate_shapes(tmp_path / "again", COMP, progress=False)
+    assert file_hashes(again) == file_hashes(root)
+
+
+def test_shapes_split_without_a_compositional_split(dataset):
+    root, _ = dataset
+    with pytest.raises(shapes.DatasetNotFoundError, match="n_compositional=0"):
+        shapes_split(root, "compositional")
+    with pytest.raises(ValueError, match="unknown split"):
+        shapes_split(root, "restval")

@@ -34,9 +34,12 @@ from .decoding import sample_next
 from .engine import RunConfig, TrainConfig, fit
 from .env import environment_report
 from .eval import (
+    CiderD,
     bleu,
     caption_images,
     cider_d,
+    evaluate_captions,
+    ptb_tokenize,
     rouge_l,
     score_captions,
     score_split,
@@ -98,3 +101,4 @@ __all__ = [
     "ResNetConfig", "SmallCNN", "SmallCNNConfig", "ViT", "ViTConfig", "build_image_encoder",
     "compute_mean_std", "eval_transforms", "train_transforms",
 ]
+__all__ += ["CiderD", "evaluate_captions", "ptb_tokenize"]

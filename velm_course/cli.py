@@ -3,6 +3,9 @@
     velm-course train                          train and evaluate the captioner (the active profile)
     velm-course train --run-dir DIR --resume   continue an interrupted run from its last checkpoint
     velm-course train --resume RUN_DIR         the same
+    velm-course evaluate RUN_DIR               score a trained run on the test split (beam search),
+                                               write the COCO results file results_test.json
+    velm-course caption --run-dir RUN_DIR IMAGE...   caption image files
     velm-course fetch coco --dest DIR          download COCO 2014 captions and Karpathy's split
 
 Every setting of the run config (``velm_course.engine.config``) is an option of ``train``:
@@ -53,7 +56,7 @@ def _at_least(kind, minimum):
 # settings that must be at least 1 (the rest of the numbers must be at least 0)
 _AT_LEAST_ONE = {"image_size", "n_train", "n_val", "n_test", "min_word_count", "max_words", "d_model",
                  "n_layer", "n_head", "steps", "batch_size", "grad_accum", "log_every", "val_batches",
-                 "blind_steps"}
+                 }
 _CHOICES = {"dataset": DATASETS, "precision": PRECISIONS}
 
 
@@ -132,15 +135,84 @@ def _train(args: argparse.Namespace) -> int:
               f"on {t.device}, {config.model.encoder} encoder")
     run_dir = train_and_evaluate(config, run_dir=run_dir, runs_dir=args.runs_dir, resume=bool(args.resume),
                                  progress=not args.no_progress)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    keys = [k for k in ["Bleu_4", "ROUGE_L", "CIDEr", "content_accuracy"] if k in metrics]
-    rows = [("model", metrics), ("baseline", metrics["baseline"])]
-    rows += [(name, metrics[name]) for name in ("oracle",) if name in metrics]
-    print(f"{'':10}" + "".join(f"{k:>18}" for k in keys))
-    for name, row in rows:
-        print(f"{name:10}" + "".join(f"{row[k]:18.3f}" for k in keys))
+    print_metrics(json.loads((run_dir / "metrics.json").read_text()))
     print(f"run folder: {run_dir}")
     return 0
+
+
+def print_metrics(metrics: dict) -> None:
+    """Every row of every scored split in one table, and what the image is worth in nats."""
+    from .eval.captioning import rows_table
+
+    splits = [s for s in ("test", "compositional") if s in metrics]
+    n = metrics.get("n_images", {})
+    print("\n" + ", ".join(f"{s}: {n.get(s, '?')} images" for s in splits)
+          + f"; {metrics.get('references', 'scored against the references')}")
+    print(rows_table({f"{s}/{row}": scores for s in splits for row, scores in metrics[s].items()}))
+    if "nll" in metrics:
+        nll = metrics["nll"]
+        print(f"\nvalidation cross-entropy: captioner {nll['model']:.3f}, blind {nll['blind']:.3f} "
+              f"nats per token: the image is worth {nll['image_worth']:.3f} nats per word")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Score a trained run's captioner on a split with beam search; write the COCO results file."""
+    import torch
+
+    from .data.registry import open_caption_data
+    from .eval.captioning import caption_images, rows_table, score_rows
+    from .pipeline import load_captioner
+
+    run_dir = Path(args.run_dir)
+    model, vocab, config = load_captioner(run_dir, args.which)
+    data = open_caption_data(config.data, seed=config.train.seed)
+    ds = data.split(args.split)
+    refs = ds.captions_by_id()
+    images = torch.stack([ds.get_uint8(i)[0] for i in range(len(ds))])
+    captions = dict(zip(ds.image_ids, caption_images(model, images, vocab, config.eval.batch_size, args.beam_width),
+                        strict=True))
+    # against all references here (no human row): the numbers papers report
+    # every metric; one that cannot run on this machine (SPICE without CoreNLP) is left out with a warning
+    scores = score_rows({"model": captions}, refs, data.content_scores.get(args.split),
+                        metrics=("Bleu", "METEOR", "ROUGE_L", "CIDEr", "SPICE"))
+    results = run_dir / f"results_{args.split}.json"
+    results.write_text(json.dumps([{"image_id": i, "caption": c} for i, c in captions.items()], indent=2))
+    (run_dir / f"eval_{args.split}.json").write_text(json.dumps(
+        {"split": args.split, "beam_width": args.beam_width, "checkpoint": args.which, "n_images": len(captions),
+         "references": "all", "scores": scores["model"]}, indent=2))
+    print(f"{args.split} split, {len(captions)} images, beam width {args.beam_width}, against all references")
+    print(rows_table(scores))
+    print(f"captions: {results}")
+    return 0
+
+
+def _caption(args: argparse.Namespace) -> int:
+    """Caption image files with a trained run's captioner; unreadable files are skipped and counted."""
+    import numpy as np
+    import torch
+
+    from .data.coco import open_rgb
+    from .eval.captioning import caption_images
+    from .pipeline import load_captioner
+
+    model, vocab, config = load_captioner(args.run_dir, args.which)
+    images, paths, skipped = [], [], 0
+    for path in args.images:
+        try:
+            image = open_rgb(Path(path), config.data.image_size)
+        except Exception as err:  # missing, not an image, truncated: say which and go on
+            print(f"skipped {path}: {type(err).__name__}: {err}", file=sys.stderr)
+            skipped += 1
+            continue
+        images.append(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))  # (3, H, W)
+        paths.append(path)
+    if images:
+        for path, caption in zip(paths, caption_images(model, torch.stack(images), vocab, beam_width=args.beam_width),
+                                 strict=True):
+            print(f"{path}\t{caption}")
+    if skipped:
+        print(f"{skipped} of {len(args.images)} images could not be read", file=sys.stderr)
+    return 0 if images else 2
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -166,6 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_config_options(train)
     train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a trained run on its test split with beam search")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (velm-course train's output)")
+    evaluate.add_argument("--split", default="test", choices=["val", "test", "compositional"])
+    evaluate.add_argument("--beam-width", type=_at_least(int, 1), default=3, metavar="N",
+                          help="beams (1: greedy; default 3)")
+    evaluate.add_argument("--which", default="best", choices=["best", "last"],
+                          help="the checkpoint: lowest validation loss (default) or the last one")
+    evaluate.set_defaults(func=_evaluate)
+
+    caption = sub.add_parser("caption", help="caption image files with a trained run's captioner")
+    caption.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
+    caption.add_argument("--run-dir", required=True, help="the run folder (velm-course train's output)")
+    caption.add_argument("--beam-width", type=_at_least(int, 1), default=3, metavar="N",
+                         help="beams (1: greedy; default 3)")
+    caption.add_argument("--which", default="best", choices=["best", "last"])
+    caption.set_defaults(func=_caption)
 
     fetch = sub.add_parser("fetch", help="download a dataset")
     fetch.add_argument("dataset", choices=["coco"])

@@ -4,10 +4,16 @@ A language model, recurrent or Transformer, text-only or looking at an image, en
 with logits over the vocabulary. How a token is picked from them is independent of the model:
 greedy takes the arg-max, sampling draws from softmax(logits / temperature), optionally among
 the k most likely tokens only (top-k) or among the fewest tokens whose probabilities add up to
-p (nucleus, top-p). Beam search (``beam_search``) keeps the ``beam_width`` best partial
-sequences instead of one, scored by their summed log-probability.
+p (nucleus, top-p). ``generate`` runs that choice in a loop, one token per step, for a whole
+batch; beam search (``beam_search``) keeps the ``beam_width`` best partial sequences instead
+of one, scored by their summed log-probability.
 
-Shape letters: B batch, V vocabulary.
+Both loops see the model through a ``step`` function, so any model with a KV cache fits:
+``step(new_tokens)`` gets only the tokens the model has not seen yet (the cache holds the rest)
+and returns the next-token logits. A model that rules some tokens out (a captioner never writes
+<pad>) masks them in its step, so that greedy, sampling and beam search all obey one rule.
+
+Shape letters: B batch, T generated tokens, V vocabulary.
 
 >>> sample_next(torch.tensor([[0.0, 2.0, 1.0]]), temperature=0)
 tensor([[1]])
@@ -15,7 +21,7 @@ tensor([[1]])
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +67,107 @@ def sample_next(
 
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     return None if seed is None else torch.Generator(device=device).manual_seed(seed)
+
+
+def generators(seed: int | Sequence[int] | None, device: torch.device | str = "cpu",
+               ) -> torch.Generator | list[torch.Generator] | None:
+    """What ``generate`` takes as ``generator``, from a seed: None (the global random state),
+    one generator for the whole batch (an int), or one per row (a sequence of ints).
+
+    >>> len(generators([3, 4]))
+    2
+    """
+    if seed is None or isinstance(seed, int):
+        return _generator(seed, torch.device(device))
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seed]
+
+
+def ban_tokens(logits: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    """Logits (..., V) with the tokens ``ids`` ruled out (-inf): never chosen, probability 0.
+
+    >>> ban_tokens(torch.zeros(1, 3), [0, 2])
+    tensor([[-inf, 0., -inf]])
+    """
+    if not len(ids):
+        return logits
+    return logits.index_fill(-1, torch.tensor(list(ids), device=logits.device), float("-inf"))
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, ban: Sequence[int] = ()) -> torch.Tensor:
+    """log P(token) at each position: logits (B, T, V) and the tokens (B, T) chosen there, with
+    the tokens ``ban`` ruled out first (as a decoder's step rules them out). Differentiable.
+
+    >>> token_logprobs(torch.zeros(1, 1, 4), torch.tensor([[3]]), ban=[0, 1]).exp()  # 1 of 2 left
+    tensor([[0.5000]])
+    """
+    logp = F.log_softmax(ban_tokens(logits, ban).float(), dim=-1)  # (B, T, V)
+    return logp.gather(-1, tokens[..., None])[..., 0]  # (B, T)
+
+
+def generate(
+    step: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    bos: int,
+    eos: int,
+    pad: int,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write ``batch_size`` sequences one token at a time: greedy (``temperature=0``, the
+    default) or sampled (``sample_next``'s temperature, top-k and top-p).
+
+    ``step(new_tokens)`` takes the newest token of every row, (B, 1), and returns the
+    next-token logits (B, V); the first call gets the <bos> tokens, and the model's cache holds
+    everything fed before. A row that has written <eos> is finished: it writes ``pad`` from then
+    on (the model still computes its step, as the batch moves together), and the loop stops as
+    soon as every row is finished, or after ``max_new_tokens``.
+
+    ``generator`` makes sampling repeatable: one ``torch.Generator`` for the batch, or a list
+    with one per row, with which each row draws from its own stream, so that a row comes out
+    the same in any batch (``generators`` builds either from seeds).
+
+    Returns the tokens (B, T) without <bos>, padded after <eos>, and each row's summed
+    log-probability (B,) of the tokens it chose up to and including <eos>, under the model's
+    own distribution: the softmax of ``step``'s logits at temperature 1, before any top-k or
+    top-p cut. That is the score beam search ranks by (its ``length_penalty=0``), and what
+    self-critical training differentiates (``velm_course.multimodal.scst``).
+
+    >>> table = torch.tensor([[0.0, 0, 0, 0], [0, 0, 0, 5], [0, 0, 0, 0], [0, 0, 5, 0]])  # bos=1, eos=2
+    >>> tokens, logp = generate(lambda new: table[new[:, -1]], 2, bos=1, eos=2, pad=0, max_new_tokens=5)
+    >>> tokens.tolist()
+    [[3, 2], [3, 2]]
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    per_row = generator is not None and not isinstance(generator, torch.Generator)
+    if per_row and len(generator) != batch_size:
+        raise ValueError(f"one generator per row: expected {batch_size}, got {len(generator)}")
+    new = torch.full((batch_size, 1), bos, dtype=torch.long, device=device)  # (B, 1)
+    done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    logp_sum = torch.zeros(batch_size, device=device)
+    written = []
+    for _ in range(max_new_tokens):
+        logits = step(new).float()  # (B, V)
+        if per_row:  # row b draws from its own stream only: the same draws in any batch
+            nxt = torch.cat([sample_next(logits[b : b + 1], temperature, top_k, g, top_p)
+                             for b, g in enumerate(generator)])  # (B, 1)
+        else:
+            nxt = sample_next(logits, temperature, top_k, generator, top_p)  # (B, 1)
+        logp = F.log_softmax(logits, dim=-1).gather(1, nxt)[:, 0]  # (B,)
+        # a finished row only pads, and adds nothing to its score (where, not *: a ruled-out
+        # pad has log-probability -inf, and -inf * 0 is nan)
+        logp_sum += torch.where(done, torch.zeros_like(logp), logp)
+        nxt = torch.where(done[:, None], torch.full_like(nxt, pad), nxt)  # (B, 1)
+        written.append(nxt)
+        done |= nxt[:, 0] == eos
+        if done.all():
+            break
+        new = nxt
+    return torch.cat(written, dim=1), logp_sum  # (B, T), (B,)
 
 
 def beam_search(

@@ -1,28 +1,34 @@
-"""The main job: train a captioner and its blind twin on a captions dataset, score both.
+"""The main job: train a captioner and its blind twin on a captions dataset, score them honestly.
 
 ``velm-course train`` and ``make run`` call :func:`train_and_evaluate`; notebook 00 calls it
-too, on a very small setting. Everything a run produces lands in one folder:
+too, on a very small setting. The evaluation keeps three rules: every row is scored against
+the same references; every choice (the checkpoint, greedy or beam search, the fixed caption)
+is made on the validation split; the test split, and the compositional split where the
+dataset has one, are scored once, at the end. Everything a run produces lands in one folder:
 
     runs/<timestamp>/
         config.json            every setting (a RunConfig), written before training starts
         vocab.json             the caption vocabulary and the longest caption in words
-        checkpoint.pt          the captioner's latest state (also best.pt, checkpoints/)
-        baseline_checkpoint.pt the blind baseline's
+        checkpoint.pt, best.pt the captioner's latest state, and the one with the lowest
+                               validation loss (the one evaluated); also checkpoints/
+        baseline_*.pt          the same for the blind baseline
         metrics.jsonl          training loss, learning rate, throughput, validation loss
         baseline_metrics.jsonl the same for the baseline
-        metrics.json           test-split scores: model, blind baseline, and dataset rows
-        captions_test.json     the generated test captions
+        metrics.json           {"test": {row: scores}, "compositional": {row: scores}, ...}
+        captions_<split>.json  every row's caption of every image (COCO results format)
         loss_curve.png, samples.png
 
-Run it again with ``resume=True`` on the same folder after an interruption and it continues
-from the last checkpoint; only the step count may change (see ``engine.config``).
+The rows: ``model`` (the captioner); ``blind`` (the same decoder without the image, trained for
+the same steps or until its validation loss stops improving); ``fixed_caption``,
+``nearest_neighbour`` and ``human`` (see ``velm_course.eval.captioning``); and the dataset's own
+rows (the shapes data's ``oracle``). Run it again with ``resume=True`` on the same folder after
+an interruption and it continues from the last checkpoint; only the step count may change.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -32,22 +38,30 @@ from .data.captions import CaptionVocab, normalize_caption
 from .data.loader import CaptionPairs, batch_loader, collate_captions
 from .data.registry import open_caption_data
 from .engine import RunConfig, fit
+from .engine.checkpoint import load_checkpoint
 from .engine.config import ConfigError, resume_conflicts
-from .engine.trainer import RunFolderInUse
-from .eval.captioning import caption_images, score_split
+from .engine.trainer import RunFolderInUse, evaluate_loss, resolve_device
+from .eval.captioning import (
+    caption_images,
+    fixed_caption,
+    human_row,
+    image_features,
+    nearest_neighbour_captions,
+    score_rows,
+    score_split,
+)
 from .multimodal.captioner import Captioner, CaptionerConfig
 from .nn.loss import IGNORE_INDEX, lm_loss
 from .plots import plot_caption_grid, plot_loss_curves
 from .profiles import Profile, get_profile
+from .vision.encoders import as_encoder_input
 
 IN_MEMORY_LIMIT = 2 * 2**30  # bytes of decoded uint8 images kept in RAM at most
 
 
 def captioner_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed token cross-entropy of a caption batch and the number of tokens it covers."""
-    # uint8 crossed to the device; convert there, in the layout the conv kernels like best
-    images = batch["images"].float().div_(255).contiguous(memory_format=torch.channels_last)
-    logits, _ = model(images, batch["idx"])
+    logits, _ = model(as_encoder_input(batch["images"]), batch["idx"])
     targets = batch["targets"]
     return lm_loss(logits, targets, reduction="sum"), (targets != IGNORE_INDEX).sum()
 
@@ -78,6 +92,64 @@ def _vocab(run_dir: Path, cfg: RunConfig, train_set) -> tuple[CaptionVocab, int]
 def _uint8_images(dataset, limit: int | None = None) -> torch.Tensor:
     n = len(dataset) if limit is None else min(limit, len(dataset))
     return torch.stack([dataset.get_uint8(i)[0] for i in range(n)])  # (n, 3, H, W)
+
+
+def captioner_config(cfg: RunConfig, vocab_size: int, max_words: int, blind: bool = False) -> CaptionerConfig:
+    """The captioner a run config describes, for a vocabulary and a longest caption."""
+    m = cfg.model
+    return CaptionerConfig(
+        vocab_size=vocab_size, d_model=m.d_model, n_layer=m.n_layer, n_head=m.n_head, max_len=max_words + 2,
+        dropout=m.dropout, image_size=cfg.data.image_size, encoder=m.encoder, pretrained=m.pretrained,
+        freeze_encoder=m.freeze_encoder, fusion=m.fusion, blind=blind)
+
+
+def load_captioner(run_dir: str | Path, which: str = "best", prefix: str = "") -> tuple[Captioner, CaptionVocab, RunConfig]:
+    """A trained captioner from a run folder, with its vocabulary and run config.
+
+    ``which`` is "best" (the lowest validation loss; the last checkpoint when the run never
+    validated) or "last"; ``prefix="baseline_"`` loads the blind baseline.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / f"{prefix}{'best' if which == 'best' else 'checkpoint'}.pt"
+    if which == "best" and not path.exists():
+        path = run_dir / f"{prefix}checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint; train one with: velm-course train --run-dir {run_dir}")
+    state = load_checkpoint(path)
+    config = RunConfig.from_dict(state["config"], source=str(path))
+    vocab = CaptionVocab(state["vocab"])
+    # the encoder's ImageNet weights, if any, are in the checkpoint: do not download them again
+    model_cfg = captioner_config(config, len(vocab), state["max_words"], blind=bool(prefix))
+    model = Captioner(CaptionerConfig(**{**model_cfg.__dict__, "pretrained": False}))
+    model.load_state_dict(state["model"])
+    return model.eval(), vocab, config
+
+
+def _load_selected(model: torch.nn.Module, run_dir: Path, prefix: str) -> int:
+    """Load the checkpoint with the lowest validation loss into ``model``; returns its step."""
+    best = run_dir / f"{prefix}best.pt"
+    state = load_checkpoint(best if best.exists() else run_dir / f"{prefix}checkpoint.pt")
+    model.load_state_dict(state["model"])
+    return state["step"]
+
+
+def report_metrics() -> tuple[str, ...]:
+    """The COCO metrics of the final rows: BLEU, ROUGE-L and CIDEr-D always, METEOR where Java runs
+    it, SPICE where Stanford CoreNLP is installed too (``eval.coco_eval``)."""
+    from .eval.coco_eval import meteor_unavailable, spice_unavailable
+
+    return ("Bleu", "ROUGE_L", "CIDEr", *(("METEOR",) if meteor_unavailable() is None else ()),
+            *(("SPICE",) if spice_unavailable() is None else ()))
+
+
+def _decoder_on_val(model, images, references, vocab, cfg: RunConfig, content) -> tuple[int, dict]:
+    """Greedy or beam search (3 beams), whichever scores the higher CIDEr-D on validation."""
+    scores = {}
+    for beams in (1, 3):
+        captions = dict(zip(references, caption_images(model, images, vocab, cfg.eval.batch_size, beams), strict=True))
+        scores[beams] = score_split(captions, references, content)
+    chosen = max(scores, key=lambda b: (scores[b]["CIDEr"], -b))
+    return chosen, {("greedy" if b == 1 else f"beam{b}"): sc for b, sc in scores.items()}
 
 
 def train_and_evaluate(
@@ -128,55 +200,93 @@ def train_and_evaluate(
         return torch.utils.data.DataLoader(val_pairs, batch_size=cfg.train.batch_size, collate_fn=collate_captions,
                                            generator=torch.Generator().manual_seed(0))
 
-    model_cfg = CaptionerConfig(
-        vocab_size=len(vocab), d_model=cfg.model.d_model, n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
-        max_len=max_words + 2, dropout=cfg.model.dropout, image_size=cfg.data.image_size,
-        encoder=cfg.model.encoder, pretrained=cfg.model.pretrained, freeze_encoder=cfg.model.freeze_encoder,
-        fusion=cfg.model.fusion)
-    models, histories, seconds = {}, {}, {}
-    blind_train = replace(cfg.train, steps=cfg.train.blind_steps, warmup=max(1, cfg.train.blind_steps // 10))
-    for name, blind, train_cfg, prefix in [
-        ("model", False, cfg.train, ""),
-        ("baseline", True, blind_train, "baseline_"),
-    ]:
-        torch.manual_seed(train_cfg.seed)  # the same initial weights on every run and every resume
-        model = Captioner(replace(model_cfg, blind=blind)).to(memory_format=torch.channels_last)
+    models, histories, seconds, selected, nll = {}, {}, {}, {}, {}
+    device = resolve_device(cfg.train.device)
+    # the blind baseline gets the captioner's budget: the same steps, the same early stopping
+    for name, blind, prefix in [("model", False, ""), ("blind", True, "baseline_")]:
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every run and every resume
+        model = Captioner(captioner_config(cfg, len(vocab), max_words, blind)).to(memory_format=torch.channels_last)
         t0 = time.perf_counter()
         histories[name] = fit(
             model, captioner_loss,
-            batch_loader(train_pairs, collate_captions, train_cfg.batch_size, train_cfg.seed, train_cfg.steps,
-                         train_cfg.grad_accum, cfg.data.num_workers, pin),
-            train_cfg, run_dir=run_dir, val_batches=val_batches, config=cfg.to_dict(),
+            batch_loader(train_pairs, collate_captions, cfg.train.batch_size, cfg.train.seed, cfg.train.steps,
+                         cfg.train.grad_accum, cfg.data.num_workers, pin),
+            cfg.train, run_dir=run_dir, val_batches=val_batches, config=cfg.to_dict(),
             extra_state={"vocab": vocab.to_list(), "max_words": max_words}, resume=True, prefix=prefix,
             progress=progress, desc=f"training {'blind baseline' if blind else 'captioner'}", unit="tokens",
         )
         seconds[name] = time.perf_counter() - t0
+        # model selection on validation: the checkpoint with the lowest validation loss
+        selected[name] = {"step": _load_selected(model, run_dir, prefix), "trained_steps": histories[name][-1]["step"]}
+        # what the image is worth: held-out cross-entropy per token over the whole validation split
+        nll[name] = evaluate_loss(model.to(device), captioner_loss, val_batches(), len(val_pairs), device)
         models[name] = model
+    curves = {name: {h["step"]: h["val_loss"] for h in hist if "val_loss" in h}
+              for name, hist in histories.items()}
+    both = sorted(set(curves["model"]) & set(curves["blind"]))
+    nll_report = {"model": nll["model"], "blind": nll["blind"], "image_worth": nll["blind"] - nll["model"],
+                  "unit": "nats per token, validation split",
+                  "curve": [{"step": s, "model": curves["model"][s], "blind": curves["blind"][s]} for s in both]}
 
-    test = data.test
-    references = test.captions_by_id()
-    ids = test.image_ids
-    images = _uint8_images(test)
-    generated = {name: dict(zip(ids, caption_images(m, images, vocab, cfg.eval.batch_size), strict=True))
-                 for name, m in models.items()}
-    content = data.content_scores.get("test")
-    metrics = {"split": "test", "n_images": len(ids), **score_split(generated["model"], references, content)}
-    metrics["baseline"] = score_split(generated["baseline"], references, content)
-    for row, captions in data.reference_rows.get("test", {}).items():
-        metrics[row] = score_split(captions, references, content)
-    metrics["vision_gain_cider"] = metrics["CIDEr"] / max(metrics["baseline"]["CIDEr"], 1e-9)
-    metrics["skipped_images"] = {s: data.split(s).num_skipped for s in ("train", "val", "test")}
+    # every other choice on validation too: the decoding, and the one fixed caption
+    val_refs = data.val.captions_by_id()
+    val_images = _uint8_images(data.val)
+    val_content = data.content_scores.get("val")
+    decoding = {}
+    for name, model in models.items():
+        beams, scores = _decoder_on_val(model, val_images, val_refs, vocab, cfg, val_content)
+        decoding[name] = {"beam_width": beams, "val": scores}
+    train_refs = data.train.captions_by_id()
+    fixed, fixed_val_cider = fixed_caption([c for caps in train_refs.values() for c in caps], val_refs)
+    # the nearest-neighbour row retrieves a training caption by the captioner's own encoder
+    train_images = train_pairs.images if train_pairs.images is not None else _uint8_images(data.train)
+    train_feats = image_features(models["model"], train_images, cfg.eval.batch_size)
+    train_captions = [train_refs[i][0] for i in data.train.image_ids]
+
+    metrics = {}
+    captions_by_split = {}
+    for split in ("test", "compositional"):
+        if split == "compositional" and getattr(data, "compositional", None) is None:
+            continue
+        ds = data.split(split)
+        refs = ds.captions_by_id()
+        ids = ds.image_ids
+        images = _uint8_images(ds)
+        human, others = human_row(refs)
+        rows = {
+            name: dict(zip(ids, caption_images(m, images, vocab, cfg.eval.batch_size, decoding[name]["beam_width"]),
+                           strict=True))
+            for name, m in models.items()
+        }
+        rows["fixed_caption"] = dict.fromkeys(ids, fixed)
+        rows["nearest_neighbour"] = dict(zip(ids, nearest_neighbour_captions(
+            image_features(models["model"], images, cfg.eval.batch_size), train_feats, train_captions), strict=True))
+        rows["human"] = human
+        rows.update(data.reference_rows.get(split, {}))
+        metrics[split] = score_rows(rows, others, data.content_scores.get(split), report_metrics())
+        captions_by_split[split] = (ids, rows, images, refs)
+
+    metrics["n_images"] = {s: len(v[0]) for s, v in captions_by_split.items()}
+    metrics["references"] = "each row against every reference but the first, which is the human row"
+    metrics["selection"] = {
+        "checkpoint": selected, "decoding": decoding,
+        "fixed_caption": {"caption": fixed, "val_CIDEr": fixed_val_cider},
+    }
+    metrics["nll"] = nll_report
+    metrics["skipped_images"] = {s: data.split(s).num_skipped for s in ("train", "val", *captions_by_split)}
     metrics["train_seconds"] = seconds
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (run_dir / "captions_test.json").write_text(json.dumps(
-        [{"image_id": i, "caption": generated["model"][i], "baseline": generated["baseline"][i]} for i in ids],
-        indent=2))
+    for split, (ids, rows, _, _) in captions_by_split.items():
+        (run_dir / f"captions_{split}.json").write_text(json.dumps(
+            [{"image_id": i, "caption": rows["model"][i], **{f"{r}_caption": rows[r][i] for r in rows if r != "model"}}
+             for i in ids], indent=2))
 
     import matplotlib.pyplot as plt
 
-    plt.close(plot_loss_curves({"captioner": histories["model"], "blind baseline": histories["baseline"]},
+    plt.close(plot_loss_curves({"captioner": histories["model"], "blind baseline": histories["blind"]},
                                run_dir / "loss_curve.png"))
+    ids, rows, images, refs = captions_by_split["test"]
     k = min(cfg.eval.n_samples, len(ids))
-    plt.close(plot_caption_grid(images[:k], [generated["model"][i] for i in ids[:k]],
-                                [references[i] for i in ids[:k]], run_dir / "samples.png"))
+    plt.close(plot_caption_grid(images[:k], [rows["model"][i] for i in ids[:k]], [refs[i] for i in ids[:k]],
+                                run_dir / "samples.png"))
     return run_dir

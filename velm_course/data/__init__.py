@@ -26,6 +26,7 @@ from .shapes import (
     content_accuracy,
     ensure_shapes,
     generate_shapes,
+    heldout_pairs,
     oracle_caption,
     oracle_captions,
     parse_objects,
@@ -44,5 +45,5 @@ __all__ = [
     "tensor_batches", "DATASETS", "CaptionData", "open_caption_data", "ShapesConfig",
     "captions_for", "content_accuracy", "ensure_shapes", "generate_shapes", "oracle_caption",
     "oracle_captions", "parse_objects", "questions_for", "read_scenes", "render_scene",
-    "sample_scene", "shapes_split",
+    "sample_scene", "shapes_split", "heldout_pairs",
 ]

@@ -147,7 +147,7 @@ def read_karpathy_split(split_file, split: str) -> list[tuple[int, str, list[str
 # ----------------------------------------------------------------------------------------------
 # The dataset
 
-def _open_rgb(path: Path, image_size: int | None):
+def open_rgb(path: Path, image_size: int | None):
     """Decode an image file into an RGB PIL image, optionally resized to a square."""
     from PIL import Image
 
@@ -251,7 +251,7 @@ class CocoCaptions(Dataset):
         for step in range(n):  # on a decode failure, move on to the next image
             _, file_name, captions = self._items[(index + step) % n]
             try:
-                image = _open_rgb(self.root / file_name, self.image_size)
+                image = open_rgb(self.root / file_name, self.image_size)
             except Exception:  # any decode error: count it, do not crash a long training run
                 self._note_unreadable(file_name)
                 continue

@@ -2,9 +2,11 @@
 
 ``open_caption_data(cfg)`` turns a ``DataConfig`` into the three splits (each a
 ``CocoCaptions``: items are an image and its reference captions) plus what only some datasets
-can offer. The shapes data knows what every image shows, so it provides content scores
-(does the caption name the right objects?) and an oracle row; COCO provides neither. The
-pipeline asks the dataset, and never imports a dataset's internals.
+can offer. The shapes data knows what every image shows, so it provides its scenes, content
+scores (``velm_course.eval.scene``: does the caption name the right objects, sizes, count and
+relations?) and an oracle row; with ``n_compositional > 0`` it also provides a fourth split
+of held-out colour-shape pairs. COCO provides none of these. The pipeline asks the dataset,
+and never imports a dataset's internals.
 
 Add a dataset by writing a function ``(cfg, seed, progress) -> CaptionData`` and listing it
 in ``DATASETS``.
@@ -15,6 +17,7 @@ in ``DATASETS``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,35 +31,43 @@ class CaptionData:
     train: CocoCaptions
     val: CocoCaptions
     test: CocoCaptions
-    # content scores of generated captions for a split's images: {"content_accuracy": ...}
+    # images of colour-shape pairs never seen in training (shapes with n_compositional > 0)
+    compositional: CocoCaptions | None = None
+    # content scores of generated captions, by split: {"scene_f1": ..., "content_accuracy": ...}
     content_scores: dict[str, Callable[[dict[int, str]], dict[str, float]]] = field(default_factory=dict)
     # extra rows scored like the model's captions, e.g. {"oracle": {image_id: caption}}
     reference_rows: dict[str, dict[str, dict[int, str]]] = field(default_factory=dict)
+    # what each image shows, by split: {split: {image_id: [object dicts]}}; empty for COCO
+    scenes: dict[str, dict[int, list[dict]]] = field(default_factory=dict)
 
     def split(self, name: str) -> CocoCaptions:
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
+        """The split ``name``: train, val, test or compositional."""
+        if name == "compositional":
+            if self.compositional is None:
+                raise ValueError(f"the {self.name!r} data has no compositional split; the shapes "
+                                 "data makes one with data.n_compositional > 0")
+            return self.compositional
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {name!r}; expected train, val, test or compositional")
+        return getattr(self, name)
 
 
 def _shapes(cfg, seed: int, progress: bool) -> CaptionData:
-    from .shapes import (
-        ShapesConfig,
-        content_accuracy,
-        ensure_shapes,
-        oracle_captions,
-        read_scenes,
-        shapes_split,
-    )
+    from ..eval.scene import scene_scores
+    from .shapes import ShapesConfig, ensure_shapes, oracle_captions, read_scenes, shapes_split
 
     shapes_cfg = ShapesConfig(image_size=cfg.image_size, n_train=cfg.n_train, n_val=cfg.n_val,
-                              n_test=cfg.n_test, seed=seed)
+                              n_test=cfg.n_test, n_compositional=cfg.n_compositional, seed=seed)
     root = Path(cfg.root) if cfg.root else ensure_shapes(shapes_cfg, progress=progress)
-    splits = {s: shapes_split(root, s, image_size=cfg.image_size) for s in ("train", "val", "test")}
-    scenes = {s: read_scenes(root, s) for s in ("val", "test")}
+    names = ("train", "val", "test") + (("compositional",) if cfg.n_compositional > 0 else ())
+    splits = {s: shapes_split(root, s, image_size=cfg.image_size) for s in names}
+    scenes = {s: read_scenes(root, s) for s in names}
+    scored = [s for s in names if s != "train"]  # every row is reported on these
     return CaptionData(
         "shapes", **splits,
-        content_scores={s: (lambda caps, sc=scenes[s]: {"content_accuracy": content_accuracy(caps, sc)})
-                        for s in scenes},
-        reference_rows={s: {"oracle": oracle_captions(scenes[s])} for s in scenes},
+        content_scores={s: functools.partial(scene_scores, scenes=scenes[s]) for s in scored},
+        reference_rows={s: {"oracle": oracle_captions(scenes[s])} for s in scored},
+        scenes=scenes,
     )
 
 

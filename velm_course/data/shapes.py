@@ -10,11 +10,17 @@ The files on disk follow the COCO captions layout, so the loader in ``velm_cours
 reads this dataset and real COCO with the same code:
 
     <root>/images/<split>/<image_id:012d>.png            split in train, val, test
+                                                          (and compositional, see below)
     <root>/annotations/captions_<split>.json              COCO captions format (+ "objects")
     <root>/annotations/vqa_<split>.json                   {"questions": [...]}
     <root>/dataset_shapes.json                            Karpathy-style split file
 
 Generation is deterministic: the same ``ShapesConfig`` gives byte-identical files.
+
+A compositional split, as in CLEVR-CoGenT: with ``n_compositional > 0``, six (colour, shape)
+pairs (``heldout_pairs``) never appear in train, val or test, and a fourth split,
+"compositional", shows only them. Every colour and every shape still occurs in training, with
+other partners, so the split asks whether a model composes what it has seen apart.
 
 >>> import random
 >>> cfg = ShapesConfig(image_size=64, n_train=10, n_val=2, n_test=2)
@@ -45,6 +51,7 @@ from .coco import CocoCaptions, DatasetNotFoundError
 GENERATOR_VERSION = 1
 
 SPLITS = ("train", "val", "test")
+COMPOSITIONAL = "compositional"  # the fourth split, written only when n_compositional > 0
 
 # ----------------------------------------------------------------------------------------------
 # Vocabulary. The generator writes with it and parse_objects reads with it.
@@ -112,23 +119,30 @@ class ShapesConfig:
     n_test: int = 300  # test images
     seed: int = 0  # seeds every split's random stream (each split has its own stream)
     max_objects: int = 3  # objects per image are drawn uniformly from 1..max_objects (<= 3)
+    n_compositional: int = 0  # images of held-out colour-shape pairs (0: hold none out)
 
     def __post_init__(self):
         if self.image_size < 48:
             raise ValueError(f"image_size must be at least 48 pixels, got {self.image_size}")
         if not 1 <= self.max_objects <= 3:
             raise ValueError(f"max_objects must be 1, 2 or 3, got {self.max_objects}")
-        for name in ("n_train", "n_val", "n_test"):
+        for name in ("n_train", "n_val", "n_test", "n_compositional"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> ShapesConfig:
-        """The dataset a run profile asks for.
+        """The in-distribution dataset at a run profile's size: the one the notebooks use.
+
+        The main job also holds colour-shape pairs out for its compositional split
+        (``profile.run.data.n_compositional``), which changes the other splits too; pass
+        ``n_compositional=profile.run.data.n_compositional`` to get the main job's data.
 
         >>> from velm_course.profiles import get_profile
         >>> ShapesConfig.from_profile(get_profile("ci")).image_size
         64
+        >>> ShapesConfig.from_profile(get_profile("ci")).n_compositional
+        0
         """
         data = profile.run.data
         fields = dict(image_size=data.image_size, n_train=data.n_train, n_val=data.n_val,
@@ -136,10 +150,44 @@ class ShapesConfig:
         fields.update(overrides)
         return cls(**fields)
 
+    def to_dict(self) -> dict:
+        """The fields, without ``n_compositional`` when it is 0.
+
+        Leaving it out keeps the digest and the written files of every config made before the
+        field existed exactly as they were: cached datasets and pretrained weights are filed
+        under the digest.
+        """
+        fields = asdict(self)
+        if fields["n_compositional"] == 0:
+            del fields["n_compositional"]
+        return fields
+
     def digest(self) -> str:
-        """A short hash of the config and generator version; names the cached folder."""
-        blob = json.dumps({"config": asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
+        """A short hash of the config and generator version; names the cached folder.
+
+        >>> ShapesConfig().digest()
+        '32635162d9'
+        """
+        blob = json.dumps({"config": self.to_dict(), "version": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def heldout_pairs(cfg: ShapesConfig) -> tuple[tuple[str, str], ...]:
+    """The (colour, shape) pairs kept out of train, val and test; none when n_compositional=0.
+
+    One pair per colour and one per shape (the shapes in an order drawn from the seed), so each
+    colour and each shape still appears in training with its five other partners.
+
+    >>> pairs = heldout_pairs(ShapesConfig(n_compositional=10))
+    >>> [c for c, _ in pairs] == list(COLORS) and sorted(s for _, s in pairs) == sorted(SHAPES)
+    True
+    >>> heldout_pairs(ShapesConfig())
+    ()
+    """
+    if cfg.n_compositional == 0:
+        return ()
+    shapes = random.Random(f"shapes/{cfg.seed}/heldout").sample(SHAPES, len(SHAPES))
+    return tuple(zip(COLORS, shapes, strict=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,8 +276,14 @@ def _draw_mask(shape: str, r: int) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def sample_scene(rng: random.Random, cfg: ShapesConfig) -> list[dict]:
+ALL_PAIRS = tuple((c, s) for c in COLORS for s in SHAPES)
+
+
+def sample_scene(rng: random.Random, cfg: ShapesConfig,
+                 pairs: tuple[tuple[str, str], ...] = ALL_PAIRS) -> list[dict]:
     """Draw 1..max_objects objects with distinct (colour, shape) pairs in distinct grid cells.
+
+    The pairs are drawn from ``pairs`` (all 36 by default; the compositional split narrows it).
 
     Each object is a dict with shape, color, size, cell [row, col], center [cx, cy] (a pixel)
     and bbox [x, y, w, h]. The box lies inside its cell (with random jitter), so objects never
@@ -238,9 +292,8 @@ def sample_scene(rng: random.Random, cfg: ShapesConfig) -> list[dict]:
     side = cfg.image_size
     n = rng.randint(1, cfg.max_objects)
     cells = sorted(rng.sample(range(9), n))
-    pairs = rng.sample([(c, s) for c in COLORS for s in SHAPES], n)
     objects = []
-    for cell, (color, shape) in zip(cells, pairs, strict=True):
+    for cell, (color, shape) in zip(cells, rng.sample(pairs, n), strict=True):
         size = rng.choice(tuple(SIZES))
         r = size_radius(size, side)
         row, col = divmod(cell, 3)
@@ -471,9 +524,10 @@ def _write_json(path: Path, obj) -> None:
 def generate_shapes(root, cfg: ShapesConfig, progress: bool | None = None) -> Path:
     """Write the whole dataset for ``cfg`` under ``root`` and return ``root`` as a Path.
 
-    Image ids run 1, 2, ... across train, val and test (unique over splits). ``progress=None``
-    shows a tqdm bar only on a terminal. ``root`` should be new or empty: files from an
-    earlier, bigger run would stay behind (``ensure_shapes`` always starts from a fresh folder).
+    Image ids run 1, 2, ... across train, val, test and compositional (unique over splits).
+    ``progress=None`` shows a tqdm bar only on a terminal. ``root`` should be new or empty:
+    files from an earlier, bigger run would stay behind (``ensure_shapes`` always starts from
+    a fresh folder).
     """
     from tqdm.auto import tqdm
 
@@ -481,12 +535,20 @@ def generate_shapes(root, cfg: ShapesConfig, progress: bool | None = None) -> Pa
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
     info = {"description": "synthetic shapes captioning and VQA dataset (velm_course)",
-            "version": GENERATOR_VERSION, "config": asdict(cfg)}
+            "version": GENERATOR_VERSION, "config": cfg.to_dict()}
+    heldout = heldout_pairs(cfg)
+    # Train, val and test draw from the other 30 pairs, the compositional split only from the
+    # held-out six. With nothing held out, every split draws from all 36 pairs, as before.
+    pairs = {split: tuple(p for p in ALL_PAIRS if p not in heldout) for split in SPLITS}
+    if heldout:
+        sizes[COMPOSITIONAL] = cfg.n_compositional
+        pairs[COMPOSITIONAL] = heldout
+        info["heldout_pairs"] = [list(p) for p in heldout]
     karpathy = []
     image_id, sent_id = 0, 0
     bar = tqdm(total=sum(sizes.values()), desc="generating shapes", unit="img",
                disable=None if progress is None else not progress)
-    for split in SPLITS:
+    for split in sizes:
         # one stream per split: val and test stay the same when only n_train changes
         rng = random.Random(f"shapes/{cfg.seed}/{split}")
         image_dir = root / "images" / split
@@ -494,7 +556,7 @@ def generate_shapes(root, cfg: ShapesConfig, progress: bool | None = None) -> Pa
         images, annotations, questions = [], [], []
         for _ in range(sizes[split]):
             image_id += 1
-            objects = sample_scene(rng, cfg)
+            objects = sample_scene(rng, cfg, pairs[split])
             background = rng.choice(BACKGROUNDS)
             captions = captions_for(objects, rng)
             qas = questions_for(objects, rng)
@@ -548,7 +610,7 @@ def ensure_shapes(cfg: ShapesConfig, data_root=None, progress: bool | None = Non
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         generate_shapes(tmp, cfg, progress=progress)
-        _write_json(tmp / COMPLETE_MARKER, {"config": asdict(cfg), "version": GENERATOR_VERSION})
+        _write_json(tmp / COMPLETE_MARKER, {"config": cfg.to_dict(), "version": GENERATOR_VERSION})
         if final.exists() and not (final / COMPLETE_MARKER).exists():
             shutil.rmtree(final)  # a foreign or damaged folder under our name: replace it
         try:
@@ -564,11 +626,16 @@ def ensure_shapes(cfg: ShapesConfig, data_root=None, progress: bool | None = Non
 
 def shapes_split(root, split: str, image_size: int | None = None,
                  verify: bool = True) -> CocoCaptions:
-    """The train, val or test split of a generated shapes dataset folder."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; expected train, val or test")
+    """The train, val, test or compositional split of a generated shapes dataset folder."""
+    if split not in (*SPLITS, COMPOSITIONAL):
+        raise ValueError(f"unknown split {split!r}; expected train, val, test or {COMPOSITIONAL}")
     root = Path(root)
     ann_file = root / "annotations" / f"captions_{split}.json"
+    generated = (root / "dataset_shapes.json").is_file()
+    if split == COMPOSITIONAL and generated and not ann_file.is_file():
+        raise DatasetNotFoundError(
+            f"the shapes dataset at {root} has no {COMPOSITIONAL} split: it was generated with "
+            "n_compositional=0; generate one with ShapesConfig(n_compositional=...)")
     if not ann_file.is_file():
         raise DatasetNotFoundError(
             f"no shapes dataset at {root} ({ann_file.name} is missing); generate one with "
@@ -580,6 +647,8 @@ def shapes_split(root, split: str, image_size: int | None = None,
 # The shapes data knows what each image shows, so it can score a caption's content, not only
 # its n-grams. The captioning pipeline asks the dataset for these scores (see
 # velm_course.data.registry) instead of importing them.
+# content_accuracy is the first, coarse score (the set of colour-shape pairs);
+# velm_course.eval.scene parses sizes, counts and relations too and scores each of them.
 
 
 def content_accuracy(captions: dict[int, str], scenes: dict[int, list[dict]]) -> float:

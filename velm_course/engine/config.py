@@ -25,7 +25,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-CONFIG_VERSION = 1  # bump when a field changes meaning; older run folders are then refused
+CONFIG_VERSION = 2  # bump when a field changes meaning; older run folders are then refused
 
 DATASETS = ("shapes", "coco")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -43,6 +43,7 @@ class DataConfig:
     n_train: int = 4000  # shapes only: generated training images
     n_val: int = 200  # shapes only: validation images
     n_test: int = 300  # shapes only: test images
+    n_compositional: int = 0  # shapes only: images of held-out colour-shape pairs (0: hold none out)
     min_word_count: int = 1  # words seen fewer times in training captions become <unk>
     max_words: int | None = None  # longest caption in words; None: the longest training caption
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
@@ -82,7 +83,7 @@ class TrainConfig:
     val_every: int = 0  # steps between validation-loss measurements (0: never)
     val_batches: int = 4  # validation batches per measurement
     tensorboard: bool = False  # also log to RUN_DIR/tensorboard
-    blind_steps: int = 200  # steps for the image-blind baseline of the captioning job
+    patience: int = 0  # stop after this many validations without a lower validation loss (0: never)
 
 
 @dataclass
@@ -156,6 +157,10 @@ def _type_ok(value, tp) -> bool:
 def _from_dict(cls, d, source: str, prefix: str):
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the config'} must be an object, got {type(d).__name__}")
+    if cls is RunConfig and "version" in d and d["version"] != CONFIG_VERSION:
+        # before the fields: an older schema has other fields, and its version says why
+        raise ConfigError(f"{source}: config version {d['version']!r} is not this package's "
+                          f"{CONFIG_VERSION}; start a new run")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - names)
@@ -194,7 +199,7 @@ def validate(cfg: RunConfig) -> None:
         "model.n_head": cfg.model.n_head, "train.steps": cfg.train.steps,
         "train.batch_size": cfg.train.batch_size, "train.grad_accum": cfg.train.grad_accum,
         "train.log_every": cfg.train.log_every, "train.val_batches": cfg.train.val_batches,
-        "train.blind_steps": cfg.train.blind_steps, "eval.batch_size": cfg.eval.batch_size,
+        "eval.batch_size": cfg.eval.batch_size,
     }
     problems += [f"{k} must be >= 1, got {v}" for k, v in positive.items() if v < 1]
     non_negative = {
@@ -202,7 +207,8 @@ def validate(cfg: RunConfig) -> None:
         "train.checkpoint_every": cfg.train.checkpoint_every, "train.keep_last": cfg.train.keep_last,
         "train.val_every": cfg.train.val_every, "train.grad_clip": cfg.train.grad_clip,
         "train.weight_decay": cfg.train.weight_decay, "eval.n_samples": cfg.eval.n_samples,
-        "train.checkpoint_minutes": cfg.train.checkpoint_minutes,
+        "data.n_compositional": cfg.data.n_compositional,
+        "train.checkpoint_minutes": cfg.train.checkpoint_minutes, "train.patience": cfg.train.patience,
     }
     problems += [f"{k} must be >= 0, got {v}" for k, v in non_negative.items() if v < 0]
     if cfg.data.max_words is not None and cfg.data.max_words < 1:
@@ -232,7 +238,7 @@ def validate(cfg: RunConfig) -> None:
 RESUMABLE_CHANGES = {
     "train.steps", "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_last",
     "train.log_every", "train.tensorboard", "train.device", "train.compile", "data.num_workers",
-    "data.root", "eval.batch_size", "eval.n_samples", "train.blind_steps",
+    "data.root", "eval.batch_size", "eval.n_samples",
 }
 
 

@@ -208,6 +208,9 @@ def fit(
     caller's global random state is the same after ``fit`` as before. ``monitor(model, step)``,
     called at every logged step, returns measurements (floats) that join that step's row, e.g.
     how each term of a loss pulls on the weights; it must leave the model as it found it.
+    With ``cfg.patience`` > 0 and validation on, training stops early once the validation loss
+    has not improved for that many validations in a row (the row says ``stopped_early``); a
+    resumed run that had stopped stays stopped.
     """
     from tqdm.auto import tqdm
 
@@ -233,6 +236,7 @@ def fit(
     torch.manual_seed(cfg.seed * 1_000_003 + 7919 * dist.rank)
     history: list[dict] = []
     start, best_val = 0, math.inf
+    stale, stopped = 0, False  # validations since the best one; whether patience ran out
     if manager is not None and manager.latest.exists():
         if not resume:
             raise RunFolderInUse(f"{run_dir} already holds a run ({manager.latest.name}); resume it with "
@@ -253,6 +257,7 @@ def fit(
         rng = state["rng"][dist.rank] if dist.rank < len(state["rng"]) else state["rng"][0]
         _set_rng_state(rng)
         start, history, best_val = state["step"], list(state["history"]), state.get("best_val", math.inf)
+        stale, stopped = state.get("stale", 0), state.get("stopped_early", False)
         if dist.is_main and metrics_file is not None and metrics_file.exists():
             # lines logged after the checkpoint belong to steps that will be run again
             lines = [ln for ln in metrics_file.read_text().splitlines()
@@ -279,6 +284,7 @@ def fit(
             "step": step, "samples_seen": step * cfg.grad_accum * cfg.batch_size * dist.world_size,
             "rng": rngs, "config": config, "config_hash": config_hash, "package_version": __version__,
             "history": history, "best_val": best_val, "world_size": dist.world_size,
+            "stale": stale, "stopped_early": stopped,
             **(extra_state or {}),
         }, is_best=is_best)
 
@@ -310,7 +316,7 @@ def fit(
     step = start
     with _StopFlag() as stop:
         try:
-            while step < cfg.steps:
+            while step < cfg.steps and not stopped:
                 step_loss, step_count, grad_norm, step_terms = _train_step(
                     train_model, params, loss_fn, batches, cfg, device, precision, scaler,
                     optimizer, pre_scale, dist.world_size)
@@ -353,9 +359,15 @@ def fit(
                                                     device, precision)
                     is_best = row["val_loss"] < best_val
                     best_val = min(best_val, row["val_loss"])
+                    stale = 0 if is_best else stale + 1
+                    # early stopping: the validation loss has not improved for `patience` checks
+                    stopped = bool(cfg.patience) and stale >= cfg.patience
+                    if stopped:
+                        row["stopped_early"] = True
                 if row is not None:
                     log(row)
-                due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or is_best
+                due = ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or is_best
+                       or stopped)
                 timed, stopping = _agree(
                     [time.monotonic() - last_save > 60 * cfg.checkpoint_minutes, stop.signal is not None], device)
                 if due or timed or stopping:

@@ -14,6 +14,10 @@ network minus vision: the baseline that shows what the image is worth.
 The captioner initialises only what it owns (embeddings, blocks, norms): an encoder passed
 in, or loaded with pretrained weights, keeps its weights.
 
+Captions are written by ``CaptionDecoding`` (greedy ``generate``, ``sample``, ``beam_search``),
+which runs the loops of ``velm_course.decoding`` on the decoder's KV caches; the GPT-2
+captioner (``velm_course.multimodal.hf_gpt2``) shares it.
+
 Shape letters: B batch, T caption tokens, N image tokens, C model width, V vocabulary.
 
 >>> cfg = CaptionerConfig(vocab_size=20, d_model=32, n_layer=1, n_head=2, image_size=64)
@@ -31,7 +35,7 @@ import torch
 from torch import nn
 
 from ..data.captions import BOS, EOS, PAD
-from ..decoding import beam_search, sample_next
+from ..decoding import ban_tokens, beam_search, generate, generators, token_logprobs
 from ..nn import KVCache, check_token_ids, init_transformer_, lm_loss
 from ..vision.encoders import build_image_encoder
 from .fusion import FusionConfig, build_fusion
@@ -41,11 +45,132 @@ def never_special(logits: torch.Tensor) -> torch.Tensor:
     """Logits (B, V) with <pad> and <bos> ruled out: neither is ever a caption's next word.
 
     Training never targets them, so a trained model hardly proposes them anyway; an untrained
-    or barely trained one may, and a beam of padding would be a beam wasted. Beam search applies
-    it; greedy ``generate`` does not yet, so that the main job's stored numbers stay as they are
-    until the captioning issue re-measures them with one rule for both.
+    or barely trained one may, and a caption or a beam of padding would be one wasted. Every
+    decoder follows this one rule (``CaptionDecoding.banned_tokens``), in the step it hands to
+    ``velm_course.decoding``: greedy ``generate``, ``sample`` and ``beam_search`` choose among
+    the same words, and ``caption_logprobs`` scores a caption under the same rule.
+
+    >>> never_special(torch.zeros(1, 5))
+    tensor([[-inf, -inf, 0., 0., 0.]])
     """
-    return logits.index_fill(-1, torch.tensor([PAD, BOS], device=logits.device), float("-inf"))
+    return ban_tokens(logits, (PAD, BOS))
+
+
+class CaptionDecoding:
+    """What every captioner does with its decoder, through ``velm_course.decoding``: greedy
+    ``generate``, ``sample``, ``beam_search``, and ``caption_logprobs`` by teacher forcing.
+
+    A captioner that mixes it in provides ``encode(images) -> (grid, pooled)``,
+    ``decode(image, idx, cache) -> logits (B, T, V)``, ``new_cache()``,
+    ``reorder_cache(cache, index)``, ``config.max_len``, its special token ids ``bos_id``,
+    ``eos_id``, ``pad_id``, and ``banned_tokens``, the tokens that are never a next word. Every
+    decoder rules those out in its step (``ban_tokens``), so greedy, sampling, beam search and
+    the log-probabilities all follow one rule.
+    """
+
+    bos_id, eos_id, pad_id = BOS, EOS, PAD  # the caption vocabulary's special tokens
+    banned_tokens: tuple[int, ...] = (PAD, BOS)  # never a next word (``never_special``)
+
+    def _steps(self, max_new_tokens: int | None) -> int:
+        return min(max_new_tokens or self.config.max_len - 1, self.config.max_len - 1)
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, max_new_tokens: int | None = None) -> torch.Tensor:
+        """Greedy decoding: start from <bos>, append the most likely word until <eos>.
+
+        Returns (B, T') token ids without the leading <bos>, padded after <eos>. The image is
+        encoded once, and a KV cache means each step feeds only the newest word.
+        """
+        return self.generate_from(self.encode(images), max_new_tokens)
+
+    @torch.no_grad()
+    def generate_from(self, image: tuple[torch.Tensor, torch.Tensor], max_new_tokens: int | None = None,
+                      use_cache: bool = True) -> torch.Tensor:
+        """``generate`` for an image already encoded (``encode``'s output).
+
+        ``use_cache=False`` feeds the whole caption so far at every step instead (the same
+        words, only slower: ``benchmarks/bench_decoding.py`` measures by how much).
+        """
+        return self.generate_scored_from(image, max_new_tokens, use_cache=use_cache)[0]
+
+    @torch.no_grad()
+    def sample(self, images: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | list[int] | None = None,
+               max_new_tokens: int | None = None) -> torch.Tensor:
+        """Sampled captions (B, T'), as ``generate`` returns them: each word drawn from
+        softmax(logits / temperature), among the ``top_k`` likeliest or the ``top_p`` nucleus.
+
+        ``seed``: an int makes the batch repeatable; a list of ints, one per image, gives each
+        image its own random stream, so an image gets the same caption in any batch. None draws
+        from the global random state.
+        """
+        return self.sample_from(self.encode(images), temperature, top_k, top_p, seed, max_new_tokens)
+
+    @torch.no_grad()
+    def sample_from(self, image: tuple[torch.Tensor, torch.Tensor], temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None,
+                    seed: int | list[int] | None = None, max_new_tokens: int | None = None) -> torch.Tensor:
+        """``sample`` for an image already encoded (``encode``'s output)."""
+        if temperature <= 0:
+            raise ValueError(f"sampling needs temperature > 0 (0 is generate's greedy), got {temperature}")
+        return self.generate_scored_from(image, max_new_tokens, temperature, top_k, top_p, seed)[0]
+
+    @torch.no_grad()
+    def generate_scored_from(
+        self, image: tuple[torch.Tensor, torch.Tensor], max_new_tokens: int | None = None,
+        temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+        seed: int | list[int] | None = None, use_cache: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loop behind ``generate`` and ``sample`` (``velm_course.decoding.generate``): the
+        tokens (B, T') and each caption's summed log-probability (B,)."""
+        B, device = image[0].shape[0], image[0].device
+        cache = self.new_cache() if use_cache else None
+        fed = torch.zeros(B, 0, dtype=torch.long, device=device)  # (B, t) what the model has read
+
+        def step(new: torch.Tensor) -> torch.Tensor:
+            nonlocal fed
+            if cache is not None:  # the cache holds the past: feed the new word only
+                return ban_tokens(self.decode(image, new, cache)[:, -1], self.banned_tokens)  # (B, V)
+            fed = torch.cat([fed, new], dim=1)  # (B, t + 1): no cache, so read it all again
+            return ban_tokens(self.decode(image, fed)[:, -1], self.banned_tokens)  # (B, V)
+
+        return generate(step, B, self.bos_id, self.eos_id, self.pad_id, self._steps(max_new_tokens),
+                        temperature, top_k, top_p, generators(seed, device), device)
+
+    def caption_logprobs(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """log P(w_t | w_<t, image) of each token of captions ``tokens`` (B, T) as ``generate``
+        writes them (no <bos>), by teacher forcing, under the decoders' rule (``banned_tokens``).
+
+        Differentiable: self-critical training (``velm_course.multimodal.scst``) pushes on it.
+        Positions after a caption's <eos> hold whatever the padding scores (-inf for a banned
+        <pad>): mask them before summing (``scst.caption_mask``).
+        """
+        bos = torch.full_like(tokens[:, :1], self.bos_id)
+        logits = self(images, torch.cat([bos, tokens[:, :-1]], dim=1))[0]  # (B, T, V)
+        return token_logprobs(logits, tokens, self.banned_tokens)  # (B, T)
+
+    @torch.no_grad()
+    def beam_search(self, images: torch.Tensor, beam_width: int = 3, max_new_tokens: int | None = None,
+                    length_penalty: float = 1.0) -> torch.Tensor:
+        """Beam search (``velm_course.decoding.beam_search``): (B, T') token ids without <bos>,
+        padded after <eos>. The image is encoded once and shared by its beams' KV caches."""
+        return self.beam_search_from(self.encode(images), beam_width, max_new_tokens, length_penalty)
+
+    @torch.no_grad()
+    def beam_search_from(self, image: tuple[torch.Tensor, torch.Tensor], beam_width: int = 3,
+                         max_new_tokens: int | None = None, length_penalty: float = 1.0) -> torch.Tensor:
+        """``beam_search`` for an image already encoded (``encode``'s output)."""
+        B = image[0].shape[0]
+        beams = tuple(x.repeat_interleave(beam_width, dim=0) for x in image)  # (B·K, N, C), (B·K, C)
+        cache = self.new_cache()
+
+        def step(new: torch.Tensor) -> torch.Tensor:
+            return ban_tokens(self.decode(beams, new, cache)[:, -1], self.banned_tokens)  # (B·K, V)
+
+        tokens, _ = beam_search(step, lambda index: self.reorder_cache(cache, index), B, self.bos_id,
+                                self.eos_id, self.pad_id, beam_width, self._steps(max_new_tokens),
+                                length_penalty, device=image[0].device)
+        return tokens
 
 
 @dataclass
@@ -71,7 +196,7 @@ class CaptionerConfig:
                             causal=True, n_prefix=self.n_prefix, gated=self.gated)
 
 
-class Captioner(nn.Module):
+class Captioner(CaptionDecoding, nn.Module):
     def __init__(self, config: CaptionerConfig, encoder: nn.Module | None = None):
         super().__init__()
         self.config = config
@@ -149,58 +274,11 @@ class Captioner(nn.Module):
         logits = self.decode(self.encode(images), idx)
         return logits, lm_loss(logits, targets)
 
-    @torch.no_grad()
-    def generate(self, images: torch.Tensor, max_new_tokens: int | None = None) -> torch.Tensor:
-        """Greedy decoding: start from <bos>, append the most likely word until <eos>.
+    def new_cache(self) -> list[KVCache]:
+        """Empty KV caches for generation, one per decoder layer."""
+        return self.fusion.new_caches()
 
-        Returns (B, T') token ids without the leading <bos>. The image is encoded once, and a
-        KV cache per layer means each step feeds only the newest word.
-        """
-        return self.generate_from(self.encode(images), max_new_tokens)
-
-    @torch.no_grad()
-    def generate_from(self, image: tuple[torch.Tensor, torch.Tensor],
-                      max_new_tokens: int | None = None) -> torch.Tensor:
-        """``generate`` for an image already encoded (``encode`` or ``prepare``'s output)."""
-        steps = min(max_new_tokens or self.config.max_len - 1, self.config.max_len - 1)
-        B, device = image[0].shape[0], image[0].device
-        idx = torch.full((B, 1), BOS, dtype=torch.long, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        caches = self.fusion.new_caches()
-        for _ in range(steps):
-            new = idx[:, self.fusion.past_words(caches):]  # the words not in the caches yet
-            logits = self.decode(image, new, caches)[:, -1]  # (B, V)
-            nxt = sample_next(logits, temperature=0)[:, 0]  # (B,)
-            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)  # finished captions only pad
-            idx = torch.cat([idx, nxt[:, None]], dim=1)
-            done |= nxt == EOS
-            if done.all():
-                break
-        return idx[:, 1:]
-
-    @torch.no_grad()
-    def beam_search(self, images: torch.Tensor, beam_width: int = 3, max_new_tokens: int | None = None,
-                    length_penalty: float = 1.0) -> torch.Tensor:
-        """Beam search (``velm_course.decoding.beam_search``): (B, T') token ids without <bos>,
-        padded after <eos>. The image is encoded once and shared by its beams' KV caches."""
-        return self.beam_search_from(self.encode(images), beam_width, max_new_tokens, length_penalty)
-
-    @torch.no_grad()
-    def beam_search_from(self, image: tuple[torch.Tensor, torch.Tensor], beam_width: int = 3,
-                         max_new_tokens: int | None = None, length_penalty: float = 1.0) -> torch.Tensor:
-        """``beam_search`` for an image already encoded (``encode`` or ``prepare``'s output)."""
-        steps = min(max_new_tokens or self.config.max_len - 1, self.config.max_len - 1)
-        B = image[0].shape[0]
-        beams = tuple(x.repeat_interleave(beam_width, dim=0) for x in image)  # (B·K, N, C), (B·K, C)
-        caches = self.fusion.new_caches()
-
-        def step(new: torch.Tensor) -> torch.Tensor:
-            return never_special(self.decode(beams, new, caches)[:, -1])  # (B·K, V)
-
-        def reorder(index: torch.Tensor) -> None:
-            for cache in caches:
-                cache.reorder(index)
-
-        tokens, _ = beam_search(step, reorder, B, BOS, EOS, PAD, beam_width, steps, length_penalty,
-                                device=image[0].device)
-        return tokens
+    def reorder_cache(self, caches: list[KVCache], index: torch.Tensor) -> None:
+        """Row i of every cache becomes the old row ``index[i]`` (beam search's survivors)."""
+        for cache in caches:
+            cache.reorder(index)

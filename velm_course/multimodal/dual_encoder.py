@@ -37,6 +37,7 @@ from torch import nn
 
 from ..data.captions import PAD, whole_captions
 from ..nn import Block, BlockConfig, check_token_ids, init_transformer_
+from ..vision.encoders import encode_images  # noqa: F401 (it lived here first; notebooks import it from here)
 from .losses import LogitScale, clip_loss
 
 
@@ -268,32 +269,3 @@ def similarity_matrix(model: nn.Module, grid: torch.Tensor, pooled: torch.Tensor
         txt = torch.cat([model.embed_texts(idx[i:i + batch_size])
                          for i in range(0, len(idx), batch_size)])  # (N_txt, E)
         return img @ txt.T  # (N_img, N_txt)
-
-
-def encode_images(encoder: nn.Module, images: torch.Tensor, batch_size: int = 64
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run an image encoder over images (n, C, H, W), ``batch_size`` at a time, in eval mode
-    and without gradients: the features (grid (n, N, Dv), pooled (n, Dv)) of a frozen encoder,
-    computed once so training never runs the encoder again.
-
-    uint8 images are scaled to [0, 1] first (the encoders' input range); float images are
-    passed as they are. Each batch goes to the encoder's device; the features come back to
-    the CPU, where a whole dataset's worth of them is kept.
-    """
-    if images.dim() != 4:
-        raise ValueError(f"images must be (n, C, H, W), got {tuple(images.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ValueError(f"images must be uint8 or float, got {images.dtype}")
-    param = next(iter(encoder.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    grids, pooleds = [], []
-    with evaluating(encoder):
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(device)
-            x = x.float() / 255 if x.dtype == torch.uint8 else x  # (b, C, H, W) in [0, 1]
-            grid, pooled = encoder(x)  # (b, N, Dv), (b, Dv)
-            grids.append(grid.cpu())
-            pooleds.append(pooled.cpu())
-    return torch.cat(grids), torch.cat(pooleds)

@@ -19,17 +19,21 @@ IGNORE_INDEX = -100  # label of positions that carry no loss (F.cross_entropy's 
 
 
 def lm_loss(
-    logits: torch.Tensor, targets: torch.Tensor | None, reduction: str = "mean"
+    logits: torch.Tensor, targets: torch.Tensor | None, reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor | None:
     """Cross-entropy of logits (B, T, V) against targets (B, T), ignoring ``IGNORE_INDEX``.
 
     ``reduction="sum"`` gives the summed loss, for averaging over a count of tokens that
-    spans several batches (gradient accumulation, several processes).
+    spans several batches (gradient accumulation, several processes). ``label_smoothing`` = ε
+    trains against (1 - ε) on the target plus ε spread evenly over the whole vocabulary, so
+    the model is never pushed to infinite confidence; it is not a likelihood any more, so
+    report held-out loss without it.
     """
     if targets is None:
         return None
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
-                           reduction=reduction)
+                           reduction=reduction, label_smoothing=label_smoothing)
 
 
 def check_token_ids(idx: torch.Tensor, vocab_size: int | None = None, max_len: int | None = None,

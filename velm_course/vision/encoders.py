@@ -248,3 +248,93 @@ def build_image_encoder(
     else:
         raise ValueError(f"unknown image encoder {name!r}; choose from {ENCODER_NAMES}")
     return encoder if d_model in (None, encoder.out_dim) else Projected(encoder, d_model)
+
+
+def as_encoder_input(images: torch.Tensor) -> torch.Tensor:
+    """A batch's images as an encoder takes them: uint8 (B, 3, H, W) crosses to the device at a
+    quarter of float's bytes and is converted there, to [0, 1] floats in the channels-last
+    layout the convolutions run fastest in. Row numbers (B,) into ``CachedFeatures`` pass as
+    they are.
+
+    >>> as_encoder_input(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max().item()
+    1.0
+    >>> as_encoder_input(torch.tensor([3, 1])).tolist()
+    [3, 1]
+    """
+    if images.dim() != 4:  # not pictures: row numbers into cached features
+        return images
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255)
+    return images.contiguous(memory_format=torch.channels_last)
+
+
+def encode_images(encoder: nn.Module, images: torch.Tensor, batch_size: int = 64
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run an image encoder over images (n, C, H, W), ``batch_size`` at a time, in eval mode
+    and without gradients: the features (grid (n, N, Dv), pooled (n, Dv)) of a frozen encoder,
+    computed once so training never runs the encoder again.
+
+    uint8 images are scaled to [0, 1] first (the encoders' input range); float images are
+    passed as they are. Each batch goes to the encoder's device; the features come back to
+    the CPU, where a whole dataset's worth of them is kept. The encoder's training mode is
+    restored afterwards.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (n, C, H, W), got {tuple(images.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise ValueError(f"images must be uint8 or float, got {images.dtype}")
+    param = next(iter(encoder.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    grids, pooleds = [], []
+    was_training = encoder.training
+    encoder.eval()  # BatchNorm's running statistics, no dropout: the features are the same in any batch
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                x = images[i:i + batch_size].to(device)
+                x = x.float() / 255 if x.dtype == torch.uint8 else x  # (b, C, H, W) in [0, 1]
+                grid, pooled = encoder(x)  # (b, N, Dv), (b, Dv)
+                grids.append(grid.cpu())
+                pooleds.append(pooled.cpu())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(grids), torch.cat(pooleds)
+
+
+class CachedFeatures(nn.Module):
+    """A frozen encoder's outputs computed once, served as an encoder that takes image indices.
+
+    Training a decoder on a frozen encoder recomputes the same features every step; computing
+    them once and looking them up makes the step cost the decoder's alone. The "images" it
+    takes are row numbers (B,) into the tables, so every model, loss and decoding loop that
+    calls ``encoder(images)`` works unchanged.
+
+    >>> enc = CNNEncoder(CNNEncoderConfig(d_model=8, image_size=64)).eval()
+    >>> images = torch.rand(5, 3, 64, 64)
+    >>> cached = CachedFeatures.compute(enc, images)
+    >>> grid, pooled = cached(torch.tensor([4, 0]))
+    >>> torch.allclose(pooled, enc(images[[4, 0]])[1], atol=1e-6), tuple(grid.shape)
+    (True, (2, 64, 8))
+    """
+
+    def __init__(self, grid: torch.Tensor, pooled: torch.Tensor):
+        super().__init__()
+        if grid.shape[0] != pooled.shape[0] or grid.shape[-1] != pooled.shape[-1]:
+            raise ValueError(f"grid {tuple(grid.shape)} and pooled {tuple(pooled.shape)} must be (n, N, D) and (n, D)")
+        self.register_buffer("grid", grid, persistent=False)  # (n, N, D)
+        self.register_buffer("pooled", pooled, persistent=False)  # (n, D)
+        self.out_dim = grid.shape[-1]
+
+    @classmethod
+    def compute(cls, encoder: nn.Module, images: torch.Tensor, batch_size: int = 256) -> CachedFeatures:
+        """The features of uint8 or [0, 1] float images (n, 3, H, W) under ``encoder`` in eval
+        mode (``encode_images``), kept on the CPU: move the module to a device like any other."""
+        return cls(*encode_images(encoder, images, batch_size))
+
+    def forward(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if index.dtype not in (torch.int64, torch.int32) or index.dim() != 1:
+            raise TypeError(f"CachedFeatures takes row numbers (B,) as int64, got {index.dtype} of shape "
+                            f"{tuple(index.shape)}; pass the index of each image, not the image")
+        return self.grid[index], self.pooled[index]  # (B, N, D), (B, D)

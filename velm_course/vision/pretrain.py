@@ -14,7 +14,8 @@ Its grid tokens are average-pooled onto the 3×3 cells and one linear layer read
 favours no way of generating captions over another.
 
 For the ``ci`` profile the trained weights ship with the course (``data/pretrained/``, made
-by ``python -m velm_course.vision.pretrain``); for other settings the first call trains them
+by ``python -m velm_course.vision.pretrain``: one file for the notebooks' data, one for the
+main job's data with its held-out colour-shape pairs); for other settings the first call trains them
 (a minute or two on a GPU) and caches them under ``<data_dir>/pretrained/``.
 
 Shape letters: B batch, N grid tokens (g×g), D width, K = 9 cells.
@@ -191,12 +192,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--profile", default="ci")
     args = parser.parse_args(argv)
-    shapes_cfg = ShapesConfig.from_profile(get_profile(args.profile))
-    _, _, path = pretrained_shapes_encoder(shapes_cfg)
+    profile = get_profile(args.profile)
+    # the notebooks' in-distribution data, and the main job's, which holds colour-shape pairs out
+    # of training for its compositional split (so its encoder must never see them either)
+    configs = {ShapesConfig.from_profile(profile),
+               ShapesConfig.from_profile(profile, n_compositional=profile.run.data.n_compositional)}
     REPO_PRETRAINED.mkdir(parents=True, exist_ok=True)
-    if Path(path).parent != REPO_PRETRAINED:
-        shutil.copy(path, REPO_PRETRAINED / Path(path).name)
-    print("wrote", REPO_PRETRAINED / Path(path).name)
+    for shapes_cfg in sorted(configs, key=lambda c: c.n_compositional):
+        _, _, path = pretrained_shapes_encoder(shapes_cfg)
+        if Path(path).parent != REPO_PRETRAINED:
+            shutil.copy(path, REPO_PRETRAINED / Path(path).name)
+        print("wrote", REPO_PRETRAINED / Path(path).name)
 
 
 if __name__ == "__main__":
