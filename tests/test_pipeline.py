@@ -57,7 +57,10 @@ def test_train_writes_a_complete_run_folder(data_env, capsys):
     assert metrics["nll"]["image_worth"] == metrics["nll"]["blind"] - metrics["nll"]["model"]
     assert [c["step"] for c in metrics["nll"]["curve"]] == [3, 6]
     selection = metrics["selection"]
-    assert selection["decoding"]["model"]["beam_width"] in (1, 3)
+    decoding = selection["decoding"]["model"]
+    assert set(decoding["val"]) == {"greedy", "beam3", "beam5"}
+    best = max(decoding["val"].values(), key=lambda scores: scores["CIDEr"])
+    assert decoding["val"]["greedy" if decoding["beam_width"] == 1 else f"beam{decoding['beam_width']}"] is best
     assert selection["checkpoint"]["model"]["step"] in (3, 6)
     fixed = selection["fixed_caption"]["caption"]
     assert {c["fixed_caption_caption"] for c in json.loads((run / "captions_test.json").read_text())} == {fixed}

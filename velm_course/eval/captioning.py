@@ -138,14 +138,21 @@ def score_rows(
     return {name: score_split(captions, dict(references), content_scores, metrics) for name, captions in rows.items()}
 
 
+def _cell(value, width: int) -> str:
+    if value is None:
+        return f"{'-':>{width}}"
+    return f"{value:>{width}d}" if isinstance(value, int) else f"{value:{width}.3f}"
+
+
 # the columns of the rows table, in order; a column shows when some row has it
 TABLE_KEYS = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "scene_f1", "exact_scene", "count_accuracy",
-              "relation_accuracy", "hallucination_rate")
+              "relation_accuracy", "relation_n", "hallucination_rate")
 
 
 def rows_table(scores: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] = TABLE_KEYS) -> str:
-    """The rows' scores as a fixed-width text table, three decimals; "-" where a row has no
-    such score (or it is None: undefined, like the accuracy of relations no caption states).
+    """The rows' scores as a fixed-width text table, three decimals (counts as whole numbers);
+    "-" where a row has no such score (or it is None: undefined, like the accuracy of relations
+    no caption states).
 
     >>> print(rows_table({"model": {"CIDEr": 2.5, "Bleu_4": 0.61}, "blind": {"CIDEr": 0.4, "Bleu_4": 0.2}}))
     row                   Bleu_4     CIDEr
@@ -157,6 +164,5 @@ def rows_table(scores: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] 
     first = max(18, *(len(name) + 2 for name in scores))
     lines = [f"{'row':{first}}" + "".join(f"{k:>{width[k]}}" for k in shown)]
     for name, row in scores.items():
-        lines.append(f"{name:{first}}" + "".join(f"{row[k]:{width[k]}.3f}" if row.get(k) is not None else f"{'-':>{width[k]}}"
-                                            for k in shown))
+        lines.append(f"{name:{first}}" + "".join(_cell(row.get(k), width[k]) for k in shown))
     return "\n".join(lines)
