@@ -73,6 +73,16 @@ class Profile:
     def n_train(self) -> int:
         return self.run.data.n_train
 
+    @property
+    def notebook_data(self) -> DataConfig:
+        """The main job's data settings without its compositional hold-out: the in-distribution
+        shapes data the notebooks before chapter 09 use (the same as ``ShapesConfig.from_profile``).
+
+        >>> get_profile("ci").notebook_data.n_compositional
+        0
+        """
+        return replace(self.run.data, n_compositional=0)
+
 
 _PROFILES = {
     "ci": Profile(
