@@ -427,13 +427,13 @@ def test_errors(scorer):
         scorer({0: ["a cat"], 1: ["a dog"]}, {0: "a cat"})
     with pytest.raises(ValueError, match="same image ids"):
         scorer({0: ["a cat"]}, {0: "a cat", 2: "a dog"})
-    with pytest.raises(ValueError, match="no reference"):
+    with pytest.raises(ValueError, match="has an empty list of reference captions"):
         scorer({0: ["a cat"], 1: []}, {0: "a cat", 1: "a dog"})
     with pytest.raises(ValueError, match="empty reference"):
         scorer({0: ["a cat", "  "]}, {0: "a cat"})
     with pytest.raises(TypeError, match="one-element list"):
         scorer({0: ["a cat"]}, {0: ["a cat"]})
-    with pytest.raises(TypeError, match="list of reference strings"):
+    with pytest.raises(TypeError, match="must be a list of reference captions"):
         scorer({0: "a cat"}, {0: "a cat"})
 
 

@@ -233,7 +233,7 @@ def train_and_evaluate(
 
     # every other choice on validation too: the decoding, and the one fixed caption
     val_refs = data.val.captions_by_id()
-    val_images = _uint8_images(data.val)
+    val_images = val_pairs.images if val_pairs.images is not None else _uint8_images(data.val)
     val_content = data.content_scores.get("val")
     decoding = {}
     for name, model in models.items():

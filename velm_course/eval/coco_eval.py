@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import _score_all
+from .metrics import _score_all, check_reference_lists
 from .ptb import ptb_tokenize
 
 METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
@@ -76,14 +76,7 @@ def _check_raw(gts: Mapping, res: Mapping) -> tuple[list, dict]:
             f"gts and res must have the same image ids: {len(missing)} image(s) without a candidate "
             f"(e.g. {missing[:5]}), {len(extra)} candidate(s) for unknown images (e.g. {extra[:5]})"
         )
-    for image_id, refs in gts.items():
-        if isinstance(refs, str) or not isinstance(refs, Sequence):
-            raise TypeError(f"gts[{image_id!r}] must be a list of reference captions, got {type(refs).__name__}")
-        if len(refs) == 0:
-            raise ValueError(f"image {image_id!r} has an empty list of reference captions")
-        for ref in refs:
-            if not isinstance(ref, str):
-                raise TypeError(f"gts[{image_id!r}] holds a {type(ref).__name__}, expected caption strings")
+    check_reference_lists(gts)
     return list(gts), {i: _candidate(i, res[i]) for i in gts}
 
 

@@ -66,6 +66,19 @@ def ngram_counts(words: Sequence[str], n: int) -> Counter:
     )
 
 
+def check_reference_lists(gts: Mapping) -> None:
+    """Every image has a non-empty list of reference strings (raw or tokenized); the error
+    names the image."""
+    for image_id, refs in gts.items():
+        if isinstance(refs, str) or not isinstance(refs, Sequence):
+            raise TypeError(f"gts[{image_id!r}] must be a list of reference captions, got {type(refs).__name__}")
+        if len(refs) == 0:
+            raise ValueError(f"image {image_id!r} has an empty list of reference captions")
+        for ref in refs:
+            if not isinstance(ref, str):
+                raise TypeError(f"gts[{image_id!r}] holds a {type(ref).__name__}, expected caption strings")
+
+
 def _check_inputs(gts: Mapping, res: Mapping) -> list[Hashable]:
     """Validate the input convention and return the image ids in ``gts`` order."""
     if not isinstance(gts, Mapping) or not isinstance(res, Mapping):
@@ -78,14 +91,9 @@ def _check_inputs(gts: Mapping, res: Mapping) -> list[Hashable]:
         raise ValueError(
             f"gts and res must have the same image ids; only in gts: {only_gts}, only in res: {only_res}"
         )
+    check_reference_lists(gts)
     for image_id, refs in gts.items():
-        if isinstance(refs, str) or not isinstance(refs, Sequence):
-            raise TypeError(f"gts[{image_id!r}] must be a list of reference strings, got {type(refs).__name__}")
-        if len(refs) == 0:
-            raise ValueError(f"image {image_id!r} has no reference captions")
         for ref in refs:
-            if not isinstance(ref, str):
-                raise TypeError(f"gts[{image_id!r}] holds a {type(ref).__name__}, expected str")
             if not ref.split():
                 raise ValueError(f"image {image_id!r} has an empty reference caption")
         cand = res[image_id]

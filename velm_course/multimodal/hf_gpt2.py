@@ -269,18 +269,11 @@ def load_gpt2(name: str = "gpt2", vocab=None, allow_fallback: bool = True,
     (default: ``GPT2CaptionerConfig``'s defaults), with a warning; ``allow_fallback=False``
     raises instead. The hub is probed once with a 2-second connection attempt.
     """
-    from ..text.hf_encoder import hub_reachable
+    from ..text.hf_encoder import local_or_hub
 
-    if Path(name).is_dir():
-        return _from_pretrained(name, f"local:{name}", vocab)
-    problems = []
-    if hub_reachable():
-        try:
-            return _from_pretrained(name, f"hub:{name}", vocab)
-        except OSError as err:  # a proxy, a typo in the name, a full disk...
-            problems.append(f"{name} from the hub: {err}")
-    else:
-        problems.append("the Hugging Face hub cannot be reached")
+    loaded, problems = local_or_hub(name, lambda path, source: _from_pretrained(path, source, vocab))
+    if loaded is not None:
+        return loaded
     if not allow_fallback:
         raise RuntimeError(f"could not load {name}: {'; '.join(problems)}")
     if vocab is None:

