@@ -12,6 +12,7 @@ import math
 import random
 import re
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from velm_course.data import shapes
 from velm_course.data.shapes import (
     BACKGROUNDS,
     COLORS,
+    QUESTION_TYPES,
     SHAPES,
     SIZE_WORDS,
     SIZES,
@@ -39,6 +41,7 @@ from velm_course.data.shapes import (
     render_scene,
     sample_scene,
     shapes_split,
+    size_question,
 )
 
 SPLITS = ("train", "val", "test")
@@ -122,7 +125,8 @@ def test_coco_schema(dataset):
             per_image.setdefault(q["image_id"], []).append(q["question"])
         assert per_image.keys() == by_image.keys()
         for qs in per_image.values():
-            assert 4 <= len(qs) <= 6 and len(set(qs)) == len(qs)
+            # 4-6 from the round robin, then one size question
+            assert 5 <= len(qs) <= 7 and len(set(qs)) == len(qs)
         all_image_ids += list(by_image)
         all_ann_ids += [a["id"] for a in captions["annotations"]]
         all_question_ids += [q["question_id"] for q in vqa["questions"]]
@@ -303,6 +307,8 @@ def answer(question, scene):
     if m := re.fullmatch(r"what shape is the (\w+) object", question):
         (obj,) = [o for o in scene if o["color"] == m.group(1)]
         return obj["shape"]
+    if m := re.fullmatch(r"what size is the (\w+) (\w+)", question):
+        return name[m.group(1), m.group(2)]["size"]
     if question == "how many shapes are there":
         return {1: "one", 2: "two", 3: "three"}[len(scene)]
     if m := re.fullmatch(r"how many (\w+) objects are there", question):
@@ -375,7 +381,7 @@ def test_captions_and_answers_agree_with_the_pixels(which, request):
         assert counters[key] > 0, key  # the checks above did run
     if which == "dataset":  # big enough to see every kind of fact
         assert counters["relation"] > 0 and counters["region"] > 0
-        assert types == {"color", "shape", "count", "exists", "relation"}
+        assert types == set(QUESTION_TYPES) == {"color", "shape", "size", "count", "exists", "relation"}
         assert 0.3 <= exists_answers.count("no") / len(exists_answers) <= 0.7
 
 
@@ -428,6 +434,9 @@ def test_scene_caption_question_invariants(seed, side, max_objects):
     qas = questions_for(objects, rng)
     assert 4 <= len(qas) <= 6 and len({q["question"] for q in qas}) == len(qas)
     assert all(1 <= len(q["answer"].split()) <= 2 for q in qas)
+    assert "size" not in {q["type"] for q in qas}  # the size question comes from its own stream
+    size_q = size_question(objects, rng)
+    assert size_q["type"] == "size" and size_q["answer"] in SIZES
 
 
 def test_config_validation_and_profile():
@@ -476,6 +485,21 @@ def test_ensure_shapes_generates_once_then_reuses(tmp_path, monkeypatch):
     other = ensure_shapes(ShapesConfig(image_size=48, n_train=6, n_val=2, n_test=2, seed=2),
                           tmp_path, progress=False)
     assert other.parent == folder.parent and other != folder
+
+
+def test_ensure_shapes_regenerates_outdated_questions_only_in_the_vqa_files(tmp_path):
+    folder = ensure_shapes(TINY, tmp_path, progress=False)
+    current = file_hashes(folder)
+    # a folder from before the size questions: version-1 marker, no size questions
+    marker = folder / shapes.COMPLETE_MARKER
+    marker.write_text(json.dumps({"config": TINY.to_dict(), "version": 1}))
+    vqa_file = folder / "annotations" / "vqa_train.json"
+    old = json.loads(vqa_file.read_text())
+    old["questions"] = [q for q in old["questions"] if q["type"] != "size"]
+    vqa_file.write_text(json.dumps(old))
+    assert ensure_shapes(TINY, tmp_path, progress=False) == folder
+    assert file_hashes(folder) == current  # regenerated: size questions back, nothing else moved
+    assert any(q["type"] == "size" for q in json.loads(vqa_file.read_text())["questions"])
 
 
 def test_ensure_shapes_never_exposes_a_partial_folder(tmp_path, monkeypatch):
@@ -530,7 +554,8 @@ def test_ensure_shapes_race_both_get_a_good_folder(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # The digest and the files of a config without a compositional split never change: datasets and
 # pretrained weights are cached under the digest. These values were computed before the
-# compositional split existed.
+# compositional split and the size questions existed (questions version 1): the size questions
+# are the one change since, and only in the VQA files.
 
 def test_digest_and_default_files_are_pinned(tmp_path):
     ci = ShapesConfig(image_size=64, n_train=4000, n_val=200, n_test=300, seed=0)
@@ -541,9 +566,18 @@ def test_digest_and_default_files_are_pinned(tmp_path):
     root = generate_shapes(tmp_path, TINY, progress=False)
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.json")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    assert digest.hexdigest() == "0cf75d59c69f0950b95ea1d7e7e2d2816281c9577a2218806721b31358d7b358"
+        if not path.name.startswith("vqa_"):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    assert digest.hexdigest() == "b323268b1747fb2e9e735db08aad7d71e28ec549340c450e0a0abd8c610ce2fe"
+    # the VQA files: the version-1 questions as they were, and one size question per image
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("vqa_*.json")):
+        questions = json.loads(path.read_text())["questions"]
+        digest.update(json.dumps([q for q in questions if q["type"] != "size"], sort_keys=True).encode())
+        sizes = Counter(q["image_id"] for q in questions if q["type"] == "size")
+        assert sizes.keys() == {q["image_id"] for q in questions} and set(sizes.values()) == {1}
+    assert digest.hexdigest() == "ab5a36480661d84185d2c9d5295d80f4d5306609dbc3115149f47619b116966f"
     assert not (root / "images" / "compositional").exists()
 
 

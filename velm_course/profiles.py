@@ -42,6 +42,8 @@ class NotebookSizes:
     fusion_steps: int  # 07: optimizer steps of each fusion captioner
     fusion_seeds: int  # 07-08: seeds per compared row, for the spread
     joint_steps: int  # 08: optimizer steps of each run of the loss-weight sweep
+    vqa_pretrain_steps: int  # 11: optimizer steps of pretraining on the captions (shipped for ci)
+    vqa_steps: int  # 11: optimizer steps of each VQA run on all training questions
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ _PROFILES = {
             bpe_train_chars=300_000, rnn_hidden=128, rnn_layers=1, rnn_dropout=0.0, rnn_steps=400,
             rnn_batch_size=32, rnn_block_size=64, rnn_lr=1e-2, gpt_steps=600, lstm_steps=150,
             fusion_d_model=64, fusion_steps=300, fusion_seeds=2, joint_steps=300,
+            vqa_pretrain_steps=2000, vqa_steps=300,
         ),
     ),
     "full": Profile(
@@ -115,6 +118,7 @@ _PROFILES = {
             bpe_train_chars=2_000_000, rnn_hidden=512, rnn_layers=2, rnn_dropout=0.2, rnn_steps=5000,
             rnn_batch_size=64, rnn_block_size=128, rnn_lr=2e-3, gpt_steps=2000, lstm_steps=1000,
             fusion_d_model=128, fusion_steps=3000, fusion_seeds=3, joint_steps=2000,
+            vqa_pretrain_steps=10000, vqa_steps=6000,
         ),
     ),
 }

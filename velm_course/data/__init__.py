@@ -35,6 +35,7 @@ from .shapes import (
     render_scene,
     sample_scene,
     shapes_split,
+    size_question,
 )
 
 __all__ = [
@@ -44,6 +45,6 @@ __all__ = [
     "split_works", "CaptionPairs", "ResumableBatchSampler", "batch_loader", "collate_captions",
     "tensor_batches", "DATASETS", "CaptionData", "open_caption_data", "ShapesConfig",
     "captions_for", "content_accuracy", "ensure_shapes", "generate_shapes", "oracle_caption",
-    "oracle_captions", "parse_objects", "questions_for", "read_scenes", "render_scene",
+    "oracle_captions", "parse_objects", "questions_for", "read_scenes", "render_scene", "size_question",
     "sample_scene", "shapes_split", "heldout_pairs",
 ]

@@ -152,14 +152,27 @@ def open_rgb(path: Path, image_size: int | None):
     from PIL import Image
 
     with Image.open(path) as im:
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")  # a palette with a transparent entry: keep the alpha
-        if im.mode in ("RGBA", "LA", "PA"):
-            # Put see-through pixels on white (dropping alpha would show whatever colour the
-            # transparent pixels happen to store, often black).
-            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(white, im.convert("RGBA"))
-        im = im.convert("RGB")  # also grayscale (L), palette (P), CMYK
+        return as_rgb(im, image_size)
+
+
+def as_rgb(im, image_size: int | None = None):
+    """A PIL image of any mode as RGB (see-through pixels put on white), optionally resized to
+    an ``image_size`` square (bilinear; the aspect ratio is not kept).
+
+    >>> from PIL import Image
+    >>> as_rgb(Image.new("LA", (30, 20), (0, 0)), 16).getpixel((0, 0)), as_rgb(Image.new("L", (4, 4))).mode
+    ((255, 255, 255), 'RGB')
+    """
+    from PIL import Image
+
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # a palette with a transparent entry: keep the alpha
+    if im.mode in ("RGBA", "LA", "PA"):
+        # Put see-through pixels on white (dropping alpha would show whatever colour the
+        # transparent pixels happen to store, often black).
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im.convert("RGBA"))
+    im = im.convert("RGB")  # also grayscale (L), palette (P), CMYK; a copy, so the file may close
     if image_size is not None and im.size != (image_size, image_size):
         im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return im

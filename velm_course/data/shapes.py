@@ -49,6 +49,10 @@ from .coco import CocoCaptions, DatasetNotFoundError
 # Bump when the generator's output changes, so cached datasets made by an older version are
 # not reused (the version is part of the folder name's digest).
 GENERATOR_VERSION = 1
+# Bump when only the questions change. Images and captions stay byte-identical (so the folder's
+# digest, and weights filed under it, stay valid); ``ensure_shapes`` regenerates a folder
+# whose questions are older. Version 2 added the "size" questions.
+QUESTIONS_VERSION = 2
 
 SPLITS = ("train", "val", "test")
 COMPOSITIONAL = "compositional"  # the fourth split, written only when n_compositional > 0
@@ -443,7 +447,7 @@ def parse_objects(caption: str) -> set[tuple[str, str]]:
 # ----------------------------------------------------------------------------------------------
 # Questions
 
-QUESTION_TYPES = ("color", "shape", "count", "exists", "relation")
+QUESTION_TYPES = ("color", "shape", "size", "count", "exists", "relation")
 
 
 def _name(obj: dict) -> str:
@@ -453,8 +457,9 @@ def _name(obj: dict) -> str:
 def questions_for(objects: list[dict], rng: random.Random) -> list[dict]:
     """4 to 6 question/answer pairs about the scene, each with exactly one correct answer.
 
-    Types: color, shape, count, exists (about half of them with answer "no") and relation.
-    Answers are one or two words. Returns dicts with question, answer and type.
+    Types: color, shape, count, exists (about half of them with answer "no") and relation;
+    ``size_question`` adds the sixth. Answers are one or two words. Returns dicts with
+    question, answer and type.
 
     >>> obj = {"shape": "star", "color": "red", "size": "small", "cell": [0, 0]}
     >>> qas = questions_for([obj], random.Random(0))
@@ -464,7 +469,9 @@ def questions_for(objects: list[dict], rng: random.Random) -> list[dict]:
     shape_count = Counter(o["shape"] for o in objects)
     color_count = Counter(o["color"] for o in objects)
     present = {(o["color"], o["shape"]) for o in objects}
-    pool = {t: [] for t in QUESTION_TYPES}
+    # every type but size, in their version-1 order: the draws below come from the scene
+    # stream, and changing them would change every later image
+    pool = {t: [] for t in ("color", "shape", "count", "exists", "relation")}
 
     for o in objects:  # only ask about a shape (or colour) that occurs once: a unique answer
         if shape_count[o["shape"]] == 1:
@@ -502,7 +509,7 @@ def questions_for(objects: list[dict], rng: random.Random) -> list[dict]:
 
     # Round-robin over the question types in random order, so every image mixes types.
     k = rng.randint(4, 6)
-    types = [t for t in QUESTION_TYPES if pool[t]]
+    types = [t for t in pool if pool[t]]
     rng.shuffle(types)
     chosen: list[dict] = []
     while len(chosen) < k and any(pool[t] for t in types):
@@ -511,6 +518,20 @@ def questions_for(objects: list[dict], rng: random.Random) -> list[dict]:
                 question, answer = pool[t].pop(rng.randrange(len(pool[t])))
                 chosen.append({"question": question, "answer": answer, "type": t})
     return chosen
+
+
+def size_question(objects: list[dict], rng: random.Random) -> dict:
+    """"what size is the <colour> <shape>" about one object drawn at random.
+
+    Every object's (colour, shape) pair is unique in its scene, so the answer is unique. The
+    generator draws it from a stream of its own (``questions_version`` 2 added it), so the
+    images and captions of version 1 stay byte-identical.
+
+    >>> size_question([{"shape": "star", "color": "red", "size": "small"}], random.Random(0))
+    {'question': 'what size is the red star', 'answer': 'small', 'type': 'size'}
+    """
+    obj = rng.choice(objects)
+    return {"question": f"what size is the {_name(obj)}", "answer": obj["size"], "type": "size"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -560,6 +581,7 @@ def generate_shapes(root, cfg: ShapesConfig, progress: bool | None = None) -> Pa
             background = rng.choice(BACKGROUNDS)
             captions = captions_for(objects, rng)
             qas = questions_for(objects, rng)
+            qas.append(size_question(objects, random.Random(f"shapes/{cfg.seed}/{split}/size/{image_id}")))
             file_name = f"{image_id:012d}.png"
             image = render_scene(objects, cfg.image_size, background)
             image.save(image_dir / file_name, format="PNG", optimize=False, compress_level=6)
@@ -583,7 +605,7 @@ def generate_shapes(root, cfg: ShapesConfig, progress: bool | None = None) -> Pa
         _write_json(root / "annotations" / f"captions_{split}.json",
                     {"info": info, "licenses": [], "images": images, "annotations": annotations})
         _write_json(root / "annotations" / f"vqa_{split}.json",
-                    {"info": info, "questions": questions})
+                    {"info": {**info, "questions_version": QUESTIONS_VERSION}, "questions": questions})
     bar.close()
     _write_json(root / "dataset_shapes.json", {"dataset": "shapes", "images": karpathy})
     return root
@@ -592,31 +614,42 @@ def generate_shapes(root, cfg: ShapesConfig, progress: bool | None = None) -> Pa
 COMPLETE_MARKER = ".complete"
 
 
+def _is_current(folder: Path) -> bool:
+    """Complete, and with questions of the current version (a marker without one is version 1)."""
+    try:
+        marker = json.loads((folder / COMPLETE_MARKER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return marker.get("questions_version", 1) == QUESTIONS_VERSION
+
+
 def ensure_shapes(cfg: ShapesConfig, data_root=None, progress: bool | None = None) -> Path:
     """The dataset folder for ``cfg``, generated on first use and reused afterwards.
 
     The folder is ``<data_root or profiles.data_dir()>/generated/shapes-<digest>``. It is built
     in a temporary sibling and renamed into place only when complete, so an interrupted run
     never leaves a half-written dataset behind, and when two processes race, one rename wins
-    and the other process throws its copy away and uses the winner's.
+    and the other process throws its copy away and uses the winner's. A folder whose questions
+    are older than ``QUESTIONS_VERSION`` is generated again and replaced.
     """
     from velm_course.profiles import data_dir
 
     base = Path(data_root) if data_root is not None else data_dir()
     final = base / "generated" / f"shapes-{cfg.digest()}"
-    if (final / COMPLETE_MARKER).exists():
+    if _is_current(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         generate_shapes(tmp, cfg, progress=progress)
-        _write_json(tmp / COMPLETE_MARKER, {"config": cfg.to_dict(), "version": GENERATOR_VERSION})
-        if final.exists() and not (final / COMPLETE_MARKER).exists():
-            shutil.rmtree(final)  # a foreign or damaged folder under our name: replace it
+        _write_json(tmp / COMPLETE_MARKER, {"config": cfg.to_dict(), "version": GENERATOR_VERSION,
+                                            "questions_version": QUESTIONS_VERSION})
+        if final.exists() and not _is_current(final):
+            shutil.rmtree(final)  # a foreign, damaged or outdated folder under our name: replace it
         try:
             os.rename(tmp, final)  # atomic; fails if another process got there first
         except OSError:
-            if not (final / COMPLETE_MARKER).exists():
+            if not _is_current(final):
                 raise
     finally:
         if tmp.exists():  # we failed, or we lost the race: drop our copy

@@ -103,14 +103,43 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig,
+                   lr_scale: dict[str, float] | None = None) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (frozen ones, ``requires_grad=False``, are left out).
+
+    ``lr_scale`` maps a parameter-name prefix to a multiplier of the learning rate, e.g.
+    ``{"image.": 0.1}`` to fine-tune a pretrained part ten times more gently than a new head;
+    the first matching prefix counts, other parameters get 1. The schedule multiplies every
+    group's rate alike, so the ratio holds all along.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    >>> opt = make_optimizer(net, TrainConfig(lr=1e-3), lr_scale={"0.": 0.1})
+    >>> sorted({g["lr"] for g in opt.param_groups})
+    [0.0001, 0.001]
+    """
+    lr_scale = lr_scale or {}
+    for prefix, scale in lr_scale.items():
+        if not scale > 0:
+            raise ValueError(f"lr_scale[{prefix!r}] = {scale}: a multiplier must be > 0 "
+                             "(freeze a part with requires_grad_(False) instead)")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    unmatched = [pre for pre in lr_scale if not any(n.startswith(pre) for n, _ in named)]
+    if unmatched:
+        raise ValueError(f"lr_scale prefixes {unmatched} match no trainable parameter")
+
+    def scale_of(name: str) -> float:
+        return next((s for pre, s in lr_scale.items() if name.startswith(pre)), 1.0)
+
     # decay matrices (linear and conv weights, embeddings) but not biases or norm gains:
     # shrinking a LayerNorm gain towards 0 only fights the normalisation
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in named:
+        groups.setdefault((p.dim() >= 2, scale_of(name)), []).append(p)
+    param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr * scale}
+                    for (decay, scale), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))]
+    params = [p for _, p in named]
     fused = {"fused": True} if all(p.is_cuda for p in params) and params else {}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), **fused)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(0.9, 0.98), **fused)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -195,6 +224,7 @@ def fit(
     desc: str = "training",
     unit: str = "items",
     monitor: Callable[[nn.Module, int], dict] | None = None,
+    lr_scale: dict[str, float] | None = None,
 ) -> list[dict]:
     """Train ``model`` for ``cfg.steps`` optimizer steps; returns the history of logged steps.
 
@@ -210,7 +240,8 @@ def fit(
     how each term of a loss pulls on the weights; it must leave the model as it found it.
     With ``cfg.patience`` > 0 and validation on, training stops early once the validation loss
     has not improved for that many validations in a row (the row says ``stopped_early``); a
-    resumed run that had stopped stays stopped.
+    resumed run that had stopped stays stopped. ``lr_scale`` gives parts of the model their own
+    learning rate (see ``make_optimizer``); parameters with ``requires_grad=False`` stay frozen.
     """
     from tqdm.auto import tqdm
 
@@ -222,7 +253,7 @@ def fit(
     if device.type == "cuda":
         enable_tf32()
     model.to(device)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, lr_scale)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     config = config or {"train": vars(cfg).copy()}
