@@ -123,3 +123,23 @@ def test_bad_statistics():
         train_transforms(16, mean=MEAN, std=(0.2, 0.0, 0.2))
     with pytest.raises(ValueError, match="scale"):
         train_transforms(16, scale=(0.0, 1.0))
+
+
+def test_to_square_three_ways():
+    from torchvision.transforms.v2 import functional as TF
+
+    from velm_course.vision.transforms import to_square
+
+    torch.manual_seed(0)
+    wide = torch.rand(3, 30, 60)  # twice as wide as high
+    squash, crop, pad = (to_square(wide, 30, m) for m in ("squash", "crop", "pad"))
+    assert squash.shape == crop.shape == pad.shape == (3, 30, 30)
+    assert torch.allclose(squash, TF.resize(wide, [30, 30], antialias=True))
+    assert torch.allclose(crop, wide[:, :, 15:45])  # short side already 30: the middle square, untouched
+    assert (pad[:, :7] == 0).all() and (pad[:, 23:] == 0).all()  # 15 rows of content, centred
+    assert torch.allclose(pad[:, 7:22], TF.resize(wide, [15, 30], antialias=True))  # undistorted content
+    tall = torch.rand(1, 3, 50, 20)  # batches work too
+    assert to_square(tall, 10, "pad").shape == (1, 3, 10, 10)
+    assert (to_square(tall, 10, "pad", fill=0.5)[..., :3] == 0.5).all()  # padding left and right
+    with pytest.raises(ValueError, match="mode must be"):
+        to_square(wide, 30, "stretch")

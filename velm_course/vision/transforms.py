@@ -8,7 +8,10 @@ zero-mean and unit-variance. Training adds augmentation.
 For captioning, augmentation must not change what the caption says. A horizontal flip turns
 "a square left of a circle" into a picture of "a square right of a circle", so the caption
 becomes false; ``caption_safe=True`` leaves the flip out. Hue jitter would similarly change
-colour words, which is why no pipeline here jitters hue.
+colour words, which is why no pipeline here jitters hue. These pipelines see pixels only, so
+even their crop and jitter can make a caption false (cut an object, change its size word or
+its colour name); for the shapes data, ``velm_course.vision.caption_augment`` transforms the
+image, its scene and its captions together and keeps every word true.
 
 >>> import torch
 >>> t = eval_transforms(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -188,6 +191,44 @@ def train_transforms(
         v2.ToPureTensor(),
     ]
     return v2.Compose(steps)
+
+
+SQUARE_MODES = ("squash", "crop", "pad")
+
+
+def to_square(image: torch.Tensor, size: int, mode: str = "squash", fill: float = 0.0) -> torch.Tensor:
+    """A (..., C, H, W) image as a (..., C, size, size) square, three ways:
+
+    - "squash": resize height and width separately (what ``Resize((S, S))`` does): everything
+      stays, but a non-square image is stretched, shapes and proportions change;
+    - "crop": resize the short side to ``size`` and cut the middle square: proportions stay,
+      the ends of the long side are lost;
+    - "pad": resize the long side to ``size`` and pad the short one with ``fill`` on both
+      sides (letterboxing): everything stays, undistorted, at the cost of empty borders.
+
+    >>> x = torch.rand(3, 40, 80)  # twice as wide as high
+    >>> [tuple(to_square(x, 20, m).shape) for m in SQUARE_MODES]
+    [(3, 20, 20), (3, 20, 20), (3, 20, 20)]
+    >>> bool((to_square(x, 20, "pad")[:, :5] == 0).all())  # 5 rows of padding above
+    True
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    if mode not in SQUARE_MODES:
+        raise ValueError(f"mode must be one of {SQUARE_MODES}, got {mode!r}")
+    h, w = image.shape[-2:]
+    if mode == "squash":
+        return TF.resize(image, [size, size], antialias=True)
+    if mode == "crop":
+        scale = size / min(h, w)
+        resized = TF.resize(image, [max(size, round(h * scale)), max(size, round(w * scale))], antialias=True)
+        return TF.center_crop(resized, [size, size])
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = TF.resize(image, [nh, nw], antialias=True)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    # pad takes [left, top, right, bottom]
+    return TF.pad(resized, [left, top, size - nw - left, size - nh - top], fill=fill)
 
 
 def denormalize(
