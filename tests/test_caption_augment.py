@@ -7,12 +7,12 @@ import random
 import numpy as np
 import pytest
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from velm_course.data.shapes import COLORS, ShapesConfig, generate_shapes, render_scene
 from velm_course.eval.scene import scene_scores
 from velm_course.vision.caption_augment import (
     CaptionSafeAugment,
+    adjust_colors,
     cell_of,
     crop_scene,
     flip_scene,
@@ -126,7 +126,7 @@ def test_safe_jitter_keeps_colour_names_where_plain_jitter_does_not(scenes):
     for _, image, objects, _ in scenes[:40]:
         for _ in range(3):
             b, c, s = (rng.uniform(0.2, 1.8) for _ in range(3))
-            plain = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, b), c), s)
+            plain = adjust_colors(image, b, c, s)
             renamed_plain += any(nearest_color(plain[:, o["center"][1], o["center"][0]].tolist()) != o["color"]
                                  for o in objects)
             safe = safe_jitter(image, objects, rng, strength=0.8)

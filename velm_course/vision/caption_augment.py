@@ -134,15 +134,19 @@ def nearest_color(rgb) -> str:
     return min(COLORS, key=lambda c: sum((float(v) - w) ** 2 for v, w in zip(rgb, COLORS[c], strict=True)))
 
 
+def adjust_colors(image: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
+    """Brightness, then contrast, then saturation scaled by the given factors (1: unchanged)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, brightness), contrast), saturation)
+
+
 def safe_jitter(image: torch.Tensor, objects: list[dict], rng: random.Random, strength: float = 0.3,
                 tries: int = 20) -> torch.Tensor:
     """Brightness, contrast and saturation each scaled by a factor in [1 - s, 1 + s], redrawn
     until every object's centre pixel keeps its colour name; unchanged if no draw does."""
-    from torchvision.transforms.v2 import functional as TF
-
     for _ in range(tries):
-        b, c, s = (rng.uniform(1 - strength, 1 + strength) for _ in range(3))
-        out = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, b), c), s)
+        out = adjust_colors(image, *(rng.uniform(1 - strength, 1 + strength) for _ in range(3)))
         if all(nearest_color(out[:, o["center"][1], o["center"][0]].tolist()) == o["color"] for o in objects):
             return out
     return image
