@@ -34,24 +34,29 @@ class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers plus a skip connection: ``relu(x + F(x))``.
 
     When the block changes resolution (stride 2) or width, the skip path needs a 1x1
-    strided conv + BN (``downsample``) so the two tensors can be added.
+    strided conv + BN (``downsample``) so the two tensors can be added. ``residual=False``
+    drops the skip, ``relu(F(x))``: the same layers as a *plain* block, for the depth
+    experiment (``ConvStack``).
     """
 
     expansion = 1  # output channels = planes * expansion
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, residual: bool = True):
         super().__init__()
+        self.residual = residual
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(inplanes, planes * self.expansion, stride)
+        self.downsample = _shortcut(inplanes, planes * self.expansion, stride) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if not self.residual:
+            return self.relu(out)
+        identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
 
@@ -93,6 +98,57 @@ def _shortcut(inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
         nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
         nn.BatchNorm2d(outplanes),
     )
+
+
+# -----------------------------------------------------------------------------
+# Plain and residual stacks: the experiment behind ResNet
+
+
+@dataclass
+class ConvStackConfig:
+    num_classes: int = 6  # outputs of the linear head
+    blocks: int = 4  # two-conv blocks after the stem: 2 * blocks + 2 weight layers in all
+    residual: bool = True  # add each block's input to its output (ResNet) or not (a plain net)
+    width: int = 16  # channels of the stem and of every block
+    stem_pool: int = 4  # max-pool after the stem: a 24 px crop becomes a 6x6 map, so deep stacks stay cheap
+    in_channels: int = 3  # image channels
+
+
+class ConvStack(nn.Module):
+    """Stem (3x3 conv, BN, ReLU, max-pool), ``blocks`` BasicBlocks of one width, pool, linear.
+
+    With ``residual=False`` the same layers, initialised the same way, have no skip
+    connections: He et al. (2016) found that such a *plain* network trains worse as it gets
+    deeper (its training loss, not only its test loss, goes up), and that the residual one
+    does not. Notebook 05 repeats that experiment on shape crops.
+
+    >>> net = ConvStack(ConvStackConfig(blocks=3, residual=False))
+    >>> net.num_layers, net(torch.randn(2, 3, 24, 24)).shape
+    (8, torch.Size([2, 6]))
+    """
+
+    def __init__(self, config: ConvStackConfig):
+        super().__init__()
+        if config.blocks < 0 or config.width < 1 or config.stem_pool < 1 or config.num_classes < 1:
+            raise ValueError(f"need blocks >= 0 and a positive width, stem_pool and num_classes, got {config}")
+        self.config = config
+        w = config.width
+        self.stem = nn.Sequential(nn.Conv2d(config.in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(config.stem_pool))
+        self.blocks = nn.Sequential(*(BasicBlock(w, w, residual=config.residual) for _ in range(config.blocks)))
+        self.head = nn.Linear(w, config.num_classes)
+        for m in self.modules():  # the ResNet's initialisation, for both kinds of stack
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def num_layers(self) -> int:
+        """Weight layers counted as in the ResNet paper: convolutions plus the linear head."""
+        return 2 * self.config.blocks + 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))  # (B, C, h, w), h = H / stem_pool
+        return self.head(x.mean(dim=(2, 3)))  # (B, num_classes)
 
 
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}

@@ -73,7 +73,7 @@ ATTRIBUTES = ("shape", "color")  # what object_crops can label an object with
 
 def object_crops(
     root, split: str, attribute: str = "shape", size: int = 24, margin: int = 2,
-    limit: int | None = None,
+    limit: int | None = None, shift: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """One (3, size, size) crop per object of a generated shapes split, with its label.
 
@@ -81,6 +81,10 @@ def object_crops(
     ``objects``), widened by ``margin`` pixels so the shape's outline is visible, and
     resized to ``size`` with ``roi_features``. Resizing removes the object's size, so the
     labels are its ``"shape"`` or its ``"color"``. ``limit`` keeps only the first images.
+    A larger ``margin`` shows the object smaller, with more of the scene around it (a zoomed-out
+    test set); ``shift`` moves every box right by that fraction of its width, so the object
+    sits off-centre (a translated test set) and part of the crop shows its neighbourhood.
+    Where a box reaches past the image, the crop shows the scene's background colour.
     Returns ``(crops (N, 3, size, size) in [0, 1], labels (N,), class names)``.
     """
     import json
@@ -106,9 +110,19 @@ def object_crops(
             continue
         image = np.array(Image.open(root / "images" / split / info["file_name"]).convert("RGB"))
         x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None]  # (1, 3, H, W)
+        # A widened box can reach past the image, where roi_align would read zeros (black). Beyond
+        # its border a scene continues as background, so pad with the background colour: the
+        # scene's most frequent one (the shapes cover less of it than the background does).
+        colors, counts = np.unique(image.reshape(-1, 3), axis=0, return_counts=True)
+        background = torch.from_numpy(colors[counts.argmax()]).float().div(255)  # (3,)
+        pad = max(x.shape[-2:])
+        canvas = background.view(1, 3, 1, 1).repeat(1, 1, x.shape[-2] + 2 * pad, x.shape[-1] + 2 * pad)
+        canvas[..., pad:-pad, pad:-pad] = x  # (1, 3, H + 2 pad, W + 2 pad)
         boxes = xywh_to_xyxy(torch.tensor([o["bbox"] for o in info["objects"]], dtype=torch.float32))
-        boxes = boxes + torch.tensor([-margin, -margin, margin, margin])  # (K, 4) widened
-        crops.append(roi_features(x, [boxes], size))  # (K, 3, size, size)
+        boxes = boxes + torch.tensor([pad - margin, pad - margin, pad + margin, pad + margin])  # (K, 4) widened
+        widths = boxes[:, 2] - boxes[:, 0]  # (K,)
+        boxes[:, [0, 2]] += shift * widths[:, None]  # moved right: the object ends up left of centre
+        crops.append(roi_features(canvas, [boxes], size))  # (K, 3, size, size)
         labels += [classes.index(o[attribute]) for o in info["objects"]]
     if not crops:
         raise ValueError(f"split {split!r} has no objects")

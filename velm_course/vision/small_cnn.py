@@ -99,15 +99,36 @@ def classifier_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.
     return F.cross_entropy(model(batch["x"]), batch["y"], reduction="sum"), torch.tensor(len(batch["y"]))
 
 
-def train_classifier(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 3, batch_size: int = 64,
-    lr: float = 3e-3, seed: int = 0, progress: bool = True,
-) -> list[float]:
-    """Minibatch AdamW on cross-entropy with a cosine learning-rate decay, through the training
-    engine (``velm_course.engine.fit``); returns the loss of every step.
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """The share of examples whose predicted class (``predict``, eval mode) is the label.
 
-    The batch order is a function of ``seed``, so a run is repeatable (seed torch too, before
-    building the model, for the same initial weights). The model trains where ``x`` lives.
+    >>> accuracy(nn.Linear(2, 2), torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
+    Traceback (most recent call last):
+    ...
+    ValueError: need at least one example and one label per example, got 0 and 0
+    """
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need at least one example and one label per example, got {len(x)} and {len(y)}")
+    return (predict(model, x, batch_size) == y.to(x.device)).float().mean().item()
+
+
+def classifier_history(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 3, batch_size: int = 64,
+    lr: float = 3e-3, seed: int = 0, eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    eval_every: int = 0, final_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Minibatch AdamW on cross-entropy with a cosine learning-rate decay, through the training
+    engine (``velm_course.engine.fit``); returns the engine's history, one row per step.
+
+    Each row has the step's ``"loss"``. With ``eval_sets={name: (x, y)}`` and ``eval_every=k``,
+    every k-th row (and the last) also has ``"acc_<name>"``, the accuracy on that set: a learning
+    curve. ``final_sets`` are measured once, at the last step (a test set that must not steer
+    anything during training). Measuring switches the model to eval mode and back and draws no random numbers, so
+    the training run is the same with or without it. The batch order is a function of ``seed``,
+    so a run is repeatable (seed torch too, before building the model, for the same initial
+    weights). The model trains where ``x`` lives.
     """
     from ..data.loader import tensor_batches
     from ..engine import TrainConfig, fit
@@ -116,9 +137,35 @@ def train_classifier(
         raise ValueError(f"need as many labels as examples (and at least one), got {len(x)} and {len(y)}")
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
+    if eval_sets and eval_every < 1:
+        raise ValueError("eval_sets need eval_every >= 1 (measure every that many steps)")
     steps = epochs * math.ceil(len(x) / batch_size)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=0, min_lr_ratio=0.0, weight_decay=1e-4,
                       grad_clip=0.0, seed=seed, device=str(x.device), log_every=1, checkpoint_every=0)
-    history = fit(model, classifier_loss, tensor_batches({"x": x, "y": y}, batch_size, seed, steps), cfg,
-                  progress=progress, unit="images")
+
+    def measure(m: nn.Module, step: int) -> dict:
+        sets = dict(eval_sets or {}) if eval_sets and (step % eval_every == 0 or step == steps) else {}
+        if step == steps:
+            sets.update(final_sets or {})
+        if not sets:
+            return {}
+        was_training = m.training
+        scores = {f"acc_{name}": accuracy(m, ex, ey) for name, (ex, ey) in sets.items()}
+        m.train(was_training)  # predict() switched to eval mode; the engine expects it as it was
+        return scores
+
+    return fit(model, classifier_loss, tensor_batches({"x": x, "y": y}, batch_size, seed, steps), cfg,
+               progress=progress, unit="images", monitor=measure)
+
+
+def train_classifier(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 3, batch_size: int = 64,
+    lr: float = 3e-3, seed: int = 0, progress: bool = True,
+) -> list[float]:
+    """``classifier_history`` without measurements; returns the loss of every step.
+
+    The batch order is a function of ``seed``, so a run is repeatable (seed torch too, before
+    building the model, for the same initial weights). The model trains where ``x`` lives.
+    """
+    history = classifier_history(model, x, y, epochs, batch_size, lr, seed, progress=progress)
     return [h["loss"] for h in history]

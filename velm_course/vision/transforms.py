@@ -231,6 +231,63 @@ def to_square(image: torch.Tensor, size: int, mode: str = "squash", fill: float 
     return TF.pad(resized, [left, top, size - nw - left, size - nh - top], fill=fill)
 
 
+def zoom_shift(
+    images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Shrink (or enlarge) each image about its centre, move it, and optionally mirror it.
+
+    ``images`` is (B, C, H, W) float; ``scale`` (B,) is the new size of the content (0.5: half
+    as wide and high); ``shift`` (B, 2) moves it right and down by that fraction of the side;
+    ``flip`` (B,) bool mirrors it left to right first. Pixels the content no longer covers
+    repeat the nearest edge pixel, which for an object crop is the flat background. Sampling is
+    bilinear (``grid_sample``), so an integer shift is exact and a 0.5 zoom averages 2x2 blocks.
+
+    >>> x = torch.arange(4.0).view(1, 1, 1, 4)
+    >>> zoom_shift(x, torch.ones(1), torch.tensor([[0.25, 0.0]])).flatten().tolist()  # one pixel right
+    [0.0, 0.0, 1.0, 2.0]
+    """
+    import torch.nn.functional as F
+
+    B = images.shape[0]
+    if images.dim() != 4 or scale.shape != (B,) or shift.shape != (B, 2):
+        raise ValueError(f"need images (B, C, H, W), scale (B,) and shift (B, 2); got {tuple(images.shape)}, "
+                         f"{tuple(scale.shape)} and {tuple(shift.shape)}")
+    if not bool((scale > 0).all()):
+        raise ValueError("every scale must be positive")
+    mirror = torch.ones(B) if flip is None else 1.0 - 2.0 * flip.float()  # (B,) +1 or -1
+    # affine_grid maps each output position u (coordinates from -1 to 1, so a whole side is 2)
+    # to the input position it reads: in = A (u - 2 shift), with A = diag(mirror / s, 1 / s)
+    theta = torch.zeros(B, 2, 3, dtype=images.dtype, device=images.device)  # (B, 2, 3)
+    theta[:, 0, 0] = mirror.to(images) / scale.to(images)
+    theta[:, 1, 1] = 1.0 / scale.to(images)
+    theta[:, :, 2] = -2.0 * shift.to(images) * theta[:, [0, 1], [0, 1]]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_zoom_shift(
+    images: torch.Tensor, generator: torch.Generator, min_scale: float = 0.5, max_shift: float = 0.25,
+    flip: bool = True,
+) -> torch.Tensor:
+    """``zoom_shift`` with random settings per image: a scale in ``[min_scale, 1]``, a shift of up
+    to ``max_shift`` of the side in each direction, and a mirror half the time (``flip``).
+
+    An augmentation for object crops whose test images may show the object smaller or
+    off-centre (notebook 06). The draws come from ``generator`` only, so a run is repeatable.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> random_zoom_shift(torch.rand(5, 3, 16, 16), g).shape
+    torch.Size([5, 3, 16, 16])
+    """
+    if not 0 < min_scale <= 1 or max_shift < 0:
+        raise ValueError(f"need 0 < min_scale <= 1 and max_shift >= 0, got {min_scale} and {max_shift}")
+    B = images.shape[0]
+    scale = min_scale + (1 - min_scale) * torch.rand(B, generator=generator)  # (B,)
+    shift = max_shift * (2 * torch.rand(B, 2, generator=generator) - 1)  # (B, 2)
+    mirror = torch.rand(B, generator=generator) < 0.5 if flip else None  # (B,)
+    return zoom_shift(images, scale, shift, mirror)
+
+
 def denormalize(
     x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> torch.Tensor:
