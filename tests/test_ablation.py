@@ -153,6 +153,27 @@ def test_object_crops_shift_margin_and_background(shapes_root):
         torch.testing.assert_close(moved[k, :, :, : size // 2], base[k, :, :, size // 2 :], atol=0.05, rtol=0)
         # the zoomed-out crop never shows black: beyond the image lies the background colour
         assert zoomed[k].sum(dim=0).min() > 0.1
+    # with a margin, the box moves by a share of the object's own width, not of the widened box's:
+    # recompute the crops of objects whose moved box stays inside the image straight from the PNG
+    import numpy as np
+    from PIL import Image
+
+    from velm_course.vision.roi import roi_features
+
+    moved2, _, _ = object_crops(shapes_root, "train", size=size, margin=2, shift=0.5)
+    checked = 0
+    for k, (info, obj) in enumerate(objects):
+        x0, y0, w, h = obj["bbox"]
+        box = [x0 - 2 + 0.5 * w, y0 - 2, x0 + w + 2 + 0.5 * w, y0 + h + 2]
+        if box[0] < 0 or box[1] < 0 or box[2] > 48 or box[3] > 48:
+            continue
+        png = np.array(Image.open(shapes_root / "images" / "train" / info["file_name"]).convert("RGB"))
+        image = torch.from_numpy(png).permute(2, 0, 1).float().div(255)[None]
+        expected = roi_features(image, [torch.tensor([box])], size)[0]
+        torch.testing.assert_close(moved2[k], expected, atol=1e-5, rtol=0)
+        checked += 1
+    assert checked >= 3
+
     # a box near the image's left edge: its zoomed-out crop's first column lies beyond the image,
     # and shows that image's background colour (one of the three greys)
     from velm_course.data.shapes import BACKGROUNDS

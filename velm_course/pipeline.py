@@ -133,6 +133,46 @@ def _load_selected(model: torch.nn.Module, run_dir: Path, prefix: str) -> int:
     return state["step"]
 
 
+def caption_pairs(cfg: RunConfig, data, vocab: CaptionVocab, max_words: int, progress: bool = True):
+    """The training and validation caption pairs of a run, and ``val_batches()`` for the engine."""
+    # small datasets are decoded once (8 % of a ci step, benchmarks/RESULTS.md); big ones, such as
+    # COCO's 113k training images (~17 GB decoded at 224 px), are decoded by DataLoader workers
+    in_memory = cfg.data.in_memory and len(data.train) * 3 * cfg.data.image_size**2 <= IN_MEMORY_LIMIT
+    train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=in_memory, progress=progress)
+    val_pairs = CaptionPairs(data.val, vocab, max_words, in_memory=in_memory)
+
+    def val_batches():
+        # its own generator: a loader without one draws a seed from the global random state,
+        # which belongs to dropout (and must replay exactly on resume)
+        return torch.utils.data.DataLoader(val_pairs, batch_size=cfg.train.batch_size, collate_fn=collate_captions,
+                                           generator=torch.Generator().manual_seed(0))
+
+    return train_pairs, val_pairs, val_batches
+
+
+def fit_captioner(
+    cfg: RunConfig, train_pairs, val_batches, vocab: CaptionVocab, max_words: int, run_dir: Path,
+    blind: bool = False, prefix: str = "", progress: bool = True,
+) -> tuple[Captioner, list[dict], float, int]:
+    """Train the captioner ``cfg`` describes through the engine, continuing from its checkpoint in
+    ``run_dir`` if there is one, and load the checkpoint with the lowest validation loss (model
+    selection on validation). Returns (model, history, training seconds, selected step)."""
+    pin = torch.cuda.is_available() and cfg.train.device != "cpu"
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every run and every resume
+    model = Captioner(captioner_config(cfg, len(vocab), max_words, blind)).to(memory_format=torch.channels_last)
+    t0 = time.perf_counter()
+    history = fit(
+        model, captioner_loss,
+        batch_loader(train_pairs, collate_captions, cfg.train.batch_size, cfg.train.seed, cfg.train.steps,
+                     cfg.train.grad_accum, cfg.data.num_workers, pin),
+        cfg.train, run_dir=run_dir, val_batches=val_batches, config=cfg.to_dict(),
+        extra_state={"vocab": vocab.to_list(), "max_words": max_words}, resume=True, prefix=prefix,
+        progress=progress, desc=f"training {'blind baseline' if blind else 'captioner'}", unit="tokens",
+    )
+    seconds = time.perf_counter() - t0
+    return model, history, seconds, _load_selected(model, run_dir, prefix)
+
+
 BEAM_WIDTHS = (1, 3, 5)  # the decodings the validation split chooses from (1: greedy)
 
 
@@ -190,37 +230,15 @@ def train_and_evaluate(
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")  # on resume: the same settings, perhaps with more steps
     vocab, max_words = _vocab(run_dir, cfg, data.train)
-    pin = torch.cuda.is_available() and cfg.train.device != "cpu"
-    # small datasets are decoded once (8 % of a ci step, benchmarks/RESULTS.md); big ones, such as
-    # COCO's 113k training images (~17 GB decoded at 224 px), are decoded by DataLoader workers
-    in_memory = cfg.data.in_memory and len(data.train) * 3 * cfg.data.image_size**2 <= IN_MEMORY_LIMIT
-    train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=in_memory, progress=progress)
-    val_pairs = CaptionPairs(data.val, vocab, max_words, in_memory=in_memory)
-
-    def val_batches():
-        # its own generator: a loader without one draws a seed from the global random state,
-        # which belongs to dropout (and must replay exactly on resume)
-        return torch.utils.data.DataLoader(val_pairs, batch_size=cfg.train.batch_size, collate_fn=collate_captions,
-                                           generator=torch.Generator().manual_seed(0))
+    train_pairs, val_pairs, val_batches = caption_pairs(cfg, data, vocab, max_words, progress)
 
     models, histories, seconds, selected, nll = {}, {}, {}, {}, {}
     device = resolve_device(cfg.train.device)
     # the blind baseline gets the captioner's budget: the same steps, the same early stopping
     for name, blind, prefix in [("model", False, ""), ("blind", True, "baseline_")]:
-        torch.manual_seed(cfg.train.seed)  # the same initial weights on every run and every resume
-        model = Captioner(captioner_config(cfg, len(vocab), max_words, blind)).to(memory_format=torch.channels_last)
-        t0 = time.perf_counter()
-        histories[name] = fit(
-            model, captioner_loss,
-            batch_loader(train_pairs, collate_captions, cfg.train.batch_size, cfg.train.seed, cfg.train.steps,
-                         cfg.train.grad_accum, cfg.data.num_workers, pin),
-            cfg.train, run_dir=run_dir, val_batches=val_batches, config=cfg.to_dict(),
-            extra_state={"vocab": vocab.to_list(), "max_words": max_words}, resume=True, prefix=prefix,
-            progress=progress, desc=f"training {'blind baseline' if blind else 'captioner'}", unit="tokens",
-        )
-        seconds[name] = time.perf_counter() - t0
-        # model selection on validation: the checkpoint with the lowest validation loss
-        selected[name] = {"step": _load_selected(model, run_dir, prefix), "trained_steps": histories[name][-1]["step"]}
+        model, histories[name], seconds[name], step = fit_captioner(
+            cfg, train_pairs, val_batches, vocab, max_words, run_dir, blind, prefix, progress)
+        selected[name] = {"step": step, "trained_steps": histories[name][-1]["step"]}
         # what the image is worth: held-out cross-entropy per token over the whole validation split
         nll[name] = evaluate_loss(model.to(device), captioner_loss, val_batches(), len(val_pairs), device)
         models[name] = model

@@ -82,7 +82,7 @@ def object_crops(
     resized to ``size`` with ``roi_features``. Resizing removes the object's size, so the
     labels are its ``"shape"`` or its ``"color"``. ``limit`` keeps only the first images.
     A larger ``margin`` shows the object smaller, with more of the scene around it (a zoomed-out
-    test set); ``shift`` moves every box right by that fraction of its width, so the object
+    test set); ``shift`` moves every box right by that fraction of the object's width, so the object
     sits off-centre (a translated test set) and part of the crop shows its neighbourhood.
     Where a box reaches past the image, the crop shows the scene's background colour.
     Returns ``(crops (N, 3, size, size) in [0, 1], labels (N,), class names)``.
@@ -119,8 +119,8 @@ def object_crops(
         canvas = background.view(1, 3, 1, 1).repeat(1, 1, x.shape[-2] + 2 * pad, x.shape[-1] + 2 * pad)
         canvas[..., pad:-pad, pad:-pad] = x  # (1, 3, H + 2 pad, W + 2 pad)
         boxes = xywh_to_xyxy(torch.tensor([o["bbox"] for o in info["objects"]], dtype=torch.float32))
+        widths = boxes[:, 2] - boxes[:, 0]  # (K,): the objects' own widths
         boxes = boxes + torch.tensor([pad - margin, pad - margin, pad + margin, pad + margin])  # (K, 4) widened
-        widths = boxes[:, 2] - boxes[:, 0]  # (K,)
         boxes[:, [0, 2]] += shift * widths[:, None]  # moved right: the object ends up left of centre
         crops.append(roi_features(canvas, [boxes], size))  # (K, 3, size, size)
         labels += [classes.index(o[attribute]) for o in info["objects"]]
