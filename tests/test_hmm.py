@@ -8,7 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velm_course.text.hmm import HMM, forward, forward_trellis, ice_cream_hmm, viterbi
+from velm_course.text.hmm import (
+    HMM,
+    baum_welch,
+    expected_counts,
+    forward,
+    forward_trellis,
+    ice_cream_hmm,
+    posteriors,
+    sample,
+    viterbi,
+)
 
 
 def joint_prob(hmm: HMM, path: list[int], obs: list[int]) -> float:
@@ -108,3 +118,80 @@ def test_bad_input():
     with pytest.raises(ValueError, match="sum to 1"):
         HMM(start=[0.5, 0.5], trans=[[0.5, 0.6], [0.5, 0.5]], emit=[[1.0], [1.0]],
             states=["a", "b"], observations=["x"])
+
+
+def seeded_hmm(S: int, K: int, seed: int) -> HMM:
+    rng = np.random.default_rng(seed)
+
+    def rows(n, k):
+        r = rng.uniform(0.1, 1.0, size=(n, k))
+        return r / r.sum(axis=1, keepdims=True)
+
+    return HMM(rows(1, S)[0], rows(S, S), rows(S, K), [f"z{i}" for i in range(S)], [str(k) for k in range(K)])
+
+
+def test_posteriors_and_expected_counts_against_every_path():
+    hmm = seeded_hmm(3, 4, seed=7)
+    x = [2, 0, 3, 3, 1, 0]
+    S, K, T = 3, 4, len(x)
+    paths = list(itertools.product(range(S), repeat=T))
+    joint = np.array([joint_prob(hmm, list(p), x) for p in paths])
+    post = joint / joint.sum()  # P(z | x) for every path
+    gamma = np.zeros((T, S))
+    start, trans, emit = np.zeros(S), np.zeros((S, S)), np.zeros((S, K))
+    for p, w in zip(paths, post, strict=True):
+        start[p[0]] += w
+        for t in range(T):
+            gamma[t, p[t]] += w
+            emit[p[t], x[t]] += w
+            if t:
+                trans[p[t - 1], p[t]] += w
+    np.testing.assert_allclose(posteriors(hmm, x), gamma, atol=1e-12)
+    e_start, e_trans, e_emit, ll = expected_counts(hmm, np.array(x))
+    np.testing.assert_allclose(e_start, start, atol=1e-12)
+    np.testing.assert_allclose(e_trans, trans, atol=1e-12)
+    np.testing.assert_allclose(e_emit, emit, atol=1e-12)
+    assert ll == pytest.approx(math.log(joint.sum()), rel=1e-12)
+    assert ll == pytest.approx(forward(hmm, x), rel=1e-12)  # the scaled pass agrees with the log-space one
+
+
+def test_one_baum_welch_step_is_relative_frequencies_of_the_expected_counts():
+    hmm = seeded_hmm(2, 3, seed=3)
+    x = np.array([0, 2, 1, 1, 0, 2, 2])
+    start, trans, emit, _ = expected_counts(hmm, x)
+    model, lls = baum_welch(x, 2, hmm.observations, n_iter=1, init=hmm, tol=0.0)
+    np.testing.assert_allclose(model.start, start / start.sum())
+    np.testing.assert_allclose(model.trans, trans / trans.sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(model.emit, emit / emit.sum(axis=1, keepdims=True))
+    assert lls == [pytest.approx(forward(hmm, x))]  # log P(x) under the starting model
+
+
+def test_baum_welch_recovers_a_planted_model():
+    planted = HMM(start=[0.5, 0.5], trans=[[0.9, 0.1], [0.2, 0.8]],
+                  emit=[[0.7, 0.2, 0.1], [0.05, 0.25, 0.7]], states=["a", "b"], observations=["x", "y", "z"])
+    _, x = sample(planted, 4000, seed=0)
+    # EM finds local optima: from some starts it stalls near a mixture that ignores time, so keep
+    # the best of a few restarts, as one does in practice
+    model, lls = baum_welch(x, 2, planted.observations, n_iter=150, seed=1, tol=1e-9, restarts=4)
+    assert all(b >= a - 1e-6 for a, b in zip(lls, lls[1:], strict=False))  # EM never goes down
+    order = [0, 1] if model.emit[0, 0] > model.emit[1, 0] else [1, 0]  # states are found in any order
+    np.testing.assert_allclose(model.emit[order], planted.emit, atol=0.04)
+    np.testing.assert_allclose(model.trans[np.ix_(order, order)], planted.trans, atol=0.04)
+    # and it explains the data about as well as the truth does
+    assert lls[-1] >= forward(planted, x) - 5.0
+
+
+def test_sample_and_baum_welch_errors():
+    hmm = ice_cream_hmm()
+    states, obs = sample(hmm, 3000, seed=2)
+    assert set(states.tolist()) == {0, 1} and set(obs.tolist()) == {0, 1, 2}
+    assert abs((states == 0).mean() - 5 / 9) < 0.03  # the chain's stationary share of HOT
+    with pytest.raises(ValueError):
+        sample(hmm, 0)
+    with pytest.raises(ValueError):
+        baum_welch([0, 1], 0, ["a", "b"])
+    with pytest.raises(ValueError):
+        baum_welch([0, 1], 2, ["a", "b"], restarts=0)
+    impossible = HMM(start=[1.0], trans=[[1.0]], emit=[[1.0, 0.0]], states=["s"], observations=["a", "b"])
+    with pytest.raises(ValueError, match="impossible"):
+        posteriors(impossible, ["b"])

@@ -1,6 +1,7 @@
 """Word tokenization, stop words, the Porter stemmer (against nltk and the paper's own
 examples), PPMI/SVD word vectors, and WordPiece (against Hugging Face `tokenizers`)."""
 
+import math
 import re
 from collections import Counter
 
@@ -26,7 +27,13 @@ from velm_course.text.word_vectors import (
     truncated_svd,
     word_vectors,
 )
-from velm_course.text.wordpiece import WordPieceTokenizer, pre_tokenize, train_wordpiece
+from velm_course.text.wordpiece import (
+    WordPieceTokenizer,
+    _gains,
+    merge_gain,
+    pre_tokenize,
+    train_wordpiece,
+)
 
 
 @pytest.fixture(scope="module")
@@ -276,8 +283,19 @@ def test_wordpiece_long_words_match_hf():
     assert ours.tokenize("abab ababa") == ["a", "##b", "##a", "##b", "[UNK]"]
 
 
-def reference_wordpiece(words, vocab_size, prefix="##"):
-    """Recount every unit and pair before each merge; same score and tie rule."""
+def unigram_loglik(units_by_word, freqs):
+    """sum_u c_u log(c_u / N) over every unit of every word, counted from scratch."""
+    counts = Counter()
+    for w, us in units_by_word.items():
+        for u in us:
+            counts[u] += freqs[w]
+    total = sum(counts.values())
+    return sum(c * math.log(c / total) for c in counts.values())
+
+
+def reference_wordpiece(words, vocab_size, prefix="##", objective="pmi"):
+    """Recount every unit and pair before each merge. For "likelihood", try every pair by
+    really merging it in every word and recomputing the whole log-likelihood."""
     freqs = Counter(words)
     units = {w: [w[0]] + [prefix + c for c in w[1:]] for w in freqs}
     vocab = ["[UNK]"] + sorted({u for us in units.values() for u in us})
@@ -290,7 +308,14 @@ def reference_wordpiece(words, vocab_size, prefix="##"):
                 pair_count[pair] += freqs[w]
         if not pair_count:
             break
-        a, b = min(pair_count, key=lambda p: (-pair_count[p] / (unit_count[p[0]] * unit_count[p[1]]), p))
+        if objective == "pmi":
+            a, b = min(pair_count, key=lambda p: (-pair_count[p] / (unit_count[p[0]] * unit_count[p[1]]), p))
+        else:
+            before = unigram_loglik(units, freqs)
+            gains = {p: unigram_loglik({w: merge_pair(us, p, p[0] + p[1].removeprefix(prefix))
+                                        for w, us in units.items()}, freqs) - before for p in pair_count}
+            top = max(gains.values())
+            a, b = min(p for p, g in gains.items() if g >= top - 1e-9)
         merged = a + b.removeprefix(prefix)
         if merged not in vocab:
             vocab.append(merged)
@@ -304,7 +329,38 @@ def reference_wordpiece(words, vocab_size, prefix="##"):
 def test_train_wordpiece_matches_recounting_reference(words, extra):
     n_chars = len({w[0] for w in words} | {"##" + c for w in words for c in w[1:]})
     size = 1 + n_chars + extra
-    assert train_wordpiece(words, size) == reference_wordpiece(words, size)
+    for objective in ("pmi", "likelihood"):
+        assert train_wordpiece(words, size, objective=objective) == reference_wordpiece(words, size,
+                                                                                       objective=objective)
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(st.text(alphabet="abc", min_size=1, max_size=7), min_size=1, max_size=20))
+def test_merge_gain_is_the_change_in_log_likelihood(words):
+    # for every possible first merge: the formula against merging in every word and recounting
+    freqs = Counter(words)
+    units = {w: [w[0]] + ["##" + c for c in w[1:]] for w in freqs}
+    counts, pairs = Counter(), Counter()
+    for w, us in units.items():
+        for u in us:
+            counts[u] += freqs[w]
+        for pair in zip(us, us[1:], strict=False):
+            pairs[pair] += freqs[w]
+    total = sum(counts.values())
+    before = unigram_loglik(units, freqs)
+    listed = list(pairs)
+    merges = []
+    for a, b in listed:
+        merged = a + b.removeprefix("##")
+        new_units = {w: merge_pair(us, (a, b), merged) for w, us in units.items()}
+        m = sum(freqs[w] * (len(units[w]) - len(new_units[w])) for w in units)  # merges really made
+        merges.append(m)
+        gain = merge_gain(counts[a], counts[b], counts.get(merged, 0), m, total, same=a == b)
+        assert gain == pytest.approx(unigram_loglik(new_units, freqs) - before, abs=1e-9)
+    if listed:  # the vectorised version used for training gives the same numbers
+        np.testing.assert_allclose(_gains(listed, counts, merges, total, "##"),
+                                   [merge_gain(counts[a], counts[b], counts.get(a + b[2:], 0), m, total, a == b)
+                                    for (a, b), m in zip(listed, merges, strict=True)], atol=1e-9)
 
 
 def test_trained_vocab_cuts_its_training_words(wp_vocab):
@@ -317,10 +373,15 @@ def test_trained_vocab_cuts_its_training_words(wp_vocab):
         pieces = wp.tokenize_word(word)
         assert "[UNK]" not in pieces
         assert pieces[0] + "".join(p.removeprefix("##") for p in pieces[1:]) == word
-    # The score favours pairs of *rare* units, so frequent words stay in pieces ("and" is
-    # "a ##n ##d" even with 2000 tokens). Measured: 2.58 pieces per word, 0.75 per character.
+    # The likelihood objective keeps frequent words whole: every one of the 30 commonest words
+    # is a single token, and a word averages well under two pieces (the "pmi" score, which
+    # prefers pairs of rare units, needs about 2.6 and still cuts "and" into "a ##n ##d").
+    common = [w for w, _ in Counter(words).most_common(30)]
+    assert all(wp.tokenize_word(w) == [w] for w in common), [w for w in common if len(wp.tokenize_word(w)) > 1]
     n_pieces = len(wp.tokenize(" ".join(words)))
-    assert n_pieces < 3 * len(words) and n_pieces < 0.8 * sum(map(len, words))
+    pmi = WordPieceTokenizer(train_wordpiece(words, 2000, objective="pmi"))
+    assert pmi.tokenize_word("and") == ["a", "##n", "##d"]
+    assert n_pieces < 0.7 * len(pmi.tokenize(" ".join(words)))
 
 
 # --- bad input --------------------------------------------------------------------------------

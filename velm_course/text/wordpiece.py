@@ -12,6 +12,7 @@ that fits: "playing" -> "play", "##ing".
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,32 +120,90 @@ class WordPieceTokenizer:
         return " ".join(words)
 
 
+def _xlogx(c: float) -> float:
+    return c * math.log(c) if c > 0 else 0.0
+
+
+def merge_gain(count_a: int, count_b: int, count_ab: int, merges: int, total: int, same: bool = False) -> float:
+    """How much merging a pair raises the training text's log-likelihood under a unigram model.
+
+    A unigram model over units with maximum-likelihood probabilities gives the text
+    ``L = sum_u c_u log(c_u / N) = sum_u c_u log c_u - N log N``. Merging the pair (a, b) at
+    ``merges`` places removes that many a's and b's (two a's each when ``same``: the pair is
+    (a, a)), adds as many of the merged unit (which may already have ``count_ab``
+    occurrences) and shortens the text to ``N - merges`` units; only those terms of L change.
+    A pair gains most when it is both frequent and more frequent than chance: roughly
+    ``merges * log(P(ab) / (P(a) P(b)))``, the frequency-weighted version of the
+    ``count(ab) / (count(a) count(b))`` score.
+
+    >>> round(merge_gain(count_a=2, count_b=2, count_ab=0, merges=2, total=4), 4)  # "ab ab" -> 2 units
+    2.7726
+    """
+    if merges < 0 or min(count_a, count_b, count_ab, total) < 0:
+        raise ValueError("counts must be non-negative")
+    removed_a, removed_b = (2 * merges, 0) if same else (merges, merges)
+    if removed_a > count_a or removed_b > count_b or merges > total:
+        raise ValueError("cannot merge more pairs than there are units")
+    before = _xlogx(count_a) + _xlogx(count_ab) - _xlogx(total) + (0.0 if same else _xlogx(count_b))
+    after = (_xlogx(count_a - removed_a) + _xlogx(count_ab + merges) - _xlogx(total - merges)
+             + (0.0 if same else _xlogx(count_b - removed_b)))
+    return after - before
+
+
+def _gains(pairs: list[tuple[str, str]], unit_count: Mapping[str, int], merges: list[int], total: int,
+           prefix: str):
+    """``merge_gain`` of every pair, vectorised: the same arithmetic, one numpy pass."""
+    import numpy as np
+
+    def xlogx(c):
+        c = np.asarray(c, dtype=np.float64)
+        return np.where(c > 0, c * np.log(np.where(c > 0, c, 1.0)), 0.0)
+
+    ca = np.array([unit_count[a] for a, _ in pairs], dtype=np.float64)
+    cb = np.array([unit_count[b] for _, b in pairs], dtype=np.float64)
+    cab = np.array([unit_count.get(a + b.removeprefix(prefix), 0) for a, b in pairs], dtype=np.float64)
+    same = np.array([a == b for a, b in pairs])
+    m = np.asarray(merges, dtype=np.float64)
+    before = xlogx(ca) + xlogx(cab) - xlogx(total) + np.where(same, 0.0, xlogx(cb))
+    after = (xlogx(ca - np.where(same, 2 * m, m)) + xlogx(cab + m) - xlogx(total - m)
+             + np.where(same, 0.0, xlogx(cb - m)))
+    return after - before
+
+
+OBJECTIVES = ("likelihood", "pmi")
+
+
 def train_wordpiece(words: Iterable[str], vocab_size: int, unk_token: str = "[UNK]",
-                    prefix: str = "##") -> list[str]:
+                    prefix: str = "##", objective: str = "likelihood") -> list[str]:
     """A WordPiece vocabulary of ``vocab_size`` tokens learned from a list of words.
 
     Start from single characters: a word's first character as is, every later one with
-    ``prefix`` ("hug" -> "h", "##u", "##g"). Then, like BPE, merge pairs of adjacent
-    units, but choose the pair with the highest *likelihood score*
+    ``prefix`` ("hug" -> "h", "##u", "##g"). Then, like BPE, merge pairs of adjacent units,
+    choosing the pair by ``objective``:
 
-        score(a, b) = count(a b) / (count(a) count(b)),
+    - ``"likelihood"`` (default): the merge that most raises the training words' likelihood
+      under a unigram model of the units (``merge_gain``), the criterion Schuster and
+      Nakajima (2012) describe for WordPiece. Frequent words end up whole;
+    - ``"pmi"``: the score the Hugging Face course describes,
+      ``count(a b) / (count(a) count(b))``. Without the frequency factor it prefers pairs of
+      *rare* units: 2000 tokens learned from 200 kB of Shakespeare still cut "and" into
+      "a ##n ##d".
 
-    which prefers pairs whose parts seldom appear apart, over pairs that are merely
-    frequent. Ties go to the smallest pair (as strings). The merged unit drops b's prefix:
-    ("h", "##u") -> "hu", ("##u", "##g") -> "##ug". Returns ``[unk_token]``, the
-    characters (sorted), then the new tokens in the order they were made; two merges can
-    make the same string, which is listed once.
-
-    Google never published WordPiece's trainer; this is the scoring rule the Hugging Face
-    course describes. (HF's own ``WordPieceTrainer`` runs BPE with a ``##`` prefix, so its
-    vocabularies differ; the *encoding* algorithm is the same everywhere.) Dividing by
-    count(a) count(b) favours rare units: 2000 tokens learned from 200 kB of Shakespeare
-    still cut "and" into "a ##n ##d", about 2.6 pieces per word.
+    Ties go to the smallest pair (as strings; likelihood gains within 1e-9 tie). The merged unit drops b's prefix: ("h", "##u")
+    -> "hu", ("##u", "##g") -> "##ug". Returns ``[unk_token]``, the characters (sorted), then
+    the new tokens in the order they were made; two merges can make the same string, which is
+    listed once. Google never published WordPiece's trainer, and HF's own
+    ``WordPieceTrainer`` runs BPE with a ``##`` prefix; the *encoding* algorithm is the same
+    everywhere.
 
     >>> words = ["hug"] * 10 + ["pug"] * 5 + ["pun"] * 12 + ["bun"] * 4 + ["hugs"] * 5
-    >>> train_wordpiece(words, vocab_size=12)[8:]  # "##s" only ever follows "##g"
+    >>> train_wordpiece(words, vocab_size=12, objective="pmi")[8:]  # "##s" only ever follows "##g"
     ['##gs', '##ug', '##ugs', 'hugs']
+    >>> train_wordpiece(words, vocab_size=12)[8:]  # the frequent "##u ##g" and "##u ##n" first
+    ['##ug', '##un', 'hug', 'pun']
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     word_freqs = Counter(words)
     if not word_freqs or not all(word_freqs):
         raise ValueError("cannot train on an empty word list or on empty words")
@@ -176,16 +235,33 @@ def train_wordpiece(words: Iterable[str], vocab_size: int, unk_token: str = "[UN
 
     for w in range(len(units)):
         add(w, +1)
-    def score_then_pair(p: tuple[str, str]) -> tuple[float, tuple[str, str]]:  # min() wins
-        return -pair_count[p] / (unit_count[p[0]] * unit_count[p[1]]), p
+    total = sum(unit_count.values())  # N: units in the whole training text
+
+    def merges_of(p: tuple[str, str]) -> int:
+        if p[0] != p[1]:
+            return pair_count[p]
+        # "a a a" holds the pair twice but can merge only once: count as merge_pair will merge
+        return sum(freqs[w] * (len(units[w]) - len(merge_pair(units[w], p, None))) for w in where[p])
+
+    def best_pair() -> tuple[str, str]:
+        pairs = list(pair_count)
+        if objective == "pmi":
+            scores = [pair_count[p] / (unit_count[p[0]] * unit_count[p[1]]) for p in pairs]
+        else:  # merge_gain for every pair at once (numpy), the same arithmetic
+            scores = _gains(pairs, unit_count, [merges_of(p) for p in pairs], total, prefix).tolist()
+        # ties go to the smallest pair; gains are sums of logarithms, so equal gains reached along
+        # different float paths can differ in the last bits: within 1e-9 counts as a tie
+        cutoff = max(scores) - (1e-9 if objective == "likelihood" else 0.0)
+        return min(p for p, sc in zip(pairs, scores, strict=True) if sc >= cutoff)
 
     known = set(vocab)
     while len(vocab) < vocab_size and pair_count:
-        a, b = min(pair_count, key=score_then_pair)
+        a, b = best_pair()
         merged = a + b.removeprefix(prefix)
         if merged not in known:
             known.add(merged)
             vocab.append(merged)
+        total -= merges_of((a, b))
         for w in where.pop((a, b)):
             add(w, -1)
             units[w] = merge_pair(units[w], (a, b), merged)  # the same left-to-right merge as BPE
