@@ -29,7 +29,6 @@ from velm_course.text.word_vectors import (
 )
 from velm_course.text.wordpiece import (
     WordPieceTokenizer,
-    _gains,
     merge_gain,
     pre_tokenize,
     train_wordpiece,
@@ -283,12 +282,20 @@ def test_wordpiece_long_words_match_hf():
     assert ours.tokenize("abab ababa") == ["a", "##b", "##a", "##b", "[UNK]"]
 
 
-def unigram_loglik(units_by_word, freqs):
-    """sum_u c_u log(c_u / N) over every unit of every word, counted from scratch."""
-    counts = Counter()
+def recount(units_by_word, freqs):
+    """(unit counts, adjacent-pair counts) over every word, weighted by its frequency, from scratch."""
+    unit_count, pair_count = Counter(), Counter()
     for w, us in units_by_word.items():
         for u in us:
-            counts[u] += freqs[w]
+            unit_count[u] += freqs[w]
+        for pair in zip(us, us[1:], strict=False):
+            pair_count[pair] += freqs[w]
+    return unit_count, pair_count
+
+
+def unigram_loglik(units_by_word, freqs):
+    """sum_u c_u log(c_u / N) over every unit of every word, counted from scratch."""
+    counts, _ = recount(units_by_word, freqs)
     total = sum(counts.values())
     return sum(c * math.log(c / total) for c in counts.values())
 
@@ -300,12 +307,7 @@ def reference_wordpiece(words, vocab_size, prefix="##", objective="pmi"):
     units = {w: [w[0]] + [prefix + c for c in w[1:]] for w in freqs}
     vocab = ["[UNK]"] + sorted({u for us in units.values() for u in us})
     while len(vocab) < vocab_size:
-        unit_count, pair_count = Counter(), Counter()
-        for w, us in units.items():
-            for u in us:
-                unit_count[u] += freqs[w]
-            for pair in zip(us, us[1:], strict=False):
-                pair_count[pair] += freqs[w]
+        unit_count, pair_count = recount(units, freqs)
         if not pair_count:
             break
         if objective == "pmi":
@@ -340,12 +342,7 @@ def test_merge_gain_is_the_change_in_log_likelihood(words):
     # for every possible first merge: the formula against merging in every word and recounting
     freqs = Counter(words)
     units = {w: [w[0]] + ["##" + c for c in w[1:]] for w in freqs}
-    counts, pairs = Counter(), Counter()
-    for w, us in units.items():
-        for u in us:
-            counts[u] += freqs[w]
-        for pair in zip(us, us[1:], strict=False):
-            pairs[pair] += freqs[w]
+    counts, pairs = recount(units, freqs)
     total = sum(counts.values())
     before = unigram_loglik(units, freqs)
     listed = list(pairs)
@@ -357,10 +354,12 @@ def test_merge_gain_is_the_change_in_log_likelihood(words):
         merges.append(m)
         gain = merge_gain(counts[a], counts[b], counts.get(merged, 0), m, total, same=a == b)
         assert gain == pytest.approx(unigram_loglik(new_units, freqs) - before, abs=1e-9)
-    if listed:  # the vectorised version used for training gives the same numbers
-        np.testing.assert_allclose(_gains(listed, counts, merges, total, "##"),
-                                   [merge_gain(counts[a], counts[b], counts.get(a + b[2:], 0), m, total, a == b)
-                                    for (a, b), m in zip(listed, merges, strict=True)], atol=1e-9)
+    if listed:  # all pairs at once, as the trainer scores them, give the same numbers
+        np.testing.assert_allclose(
+            merge_gain([counts[a] for a, _ in listed], [counts[b] for _, b in listed],
+                       [counts.get(a + b[2:], 0) for a, b in listed], merges, total, [a == b for a, b in listed]),
+            [merge_gain(counts[a], counts[b], counts.get(a + b[2:], 0), m, total, a == b)
+             for (a, b), m in zip(listed, merges, strict=True)], atol=1e-9)
 
 
 def test_trained_vocab_cuts_its_training_words(wp_vocab):

@@ -12,12 +12,13 @@ that fits: "playing" -> "play", "##ing".
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from numbers import Integral
+
+import numpy as np
 
 from .bpe import merge_pair
 
@@ -120,11 +121,13 @@ class WordPieceTokenizer:
         return " ".join(words)
 
 
-def _xlogx(c: float) -> float:
-    return c * math.log(c) if c > 0 else 0.0
+def _xlogx(c):
+    """c log c, with 0 log 0 = 0, elementwise."""
+    c = np.asarray(c, dtype=np.float64)
+    return np.where(c > 0, c * np.log(np.where(c > 0, c, 1.0)), 0.0)
 
 
-def merge_gain(count_a: int, count_b: int, count_ab: int, merges: int, total: int, same: bool = False) -> float:
+def merge_gain(count_a, count_b, count_ab, merges, total: int, same=False):
     """How much merging a pair raises the training text's log-likelihood under a unigram model.
 
     A unigram model over units with maximum-likelihood probabilities gives the text
@@ -134,40 +137,23 @@ def merge_gain(count_a: int, count_b: int, count_ab: int, merges: int, total: in
     occurrences) and shortens the text to ``N - merges`` units; only those terms of L change.
     A pair gains most when it is both frequent and more frequent than chance: roughly
     ``merges * log(P(ab) / (P(a) P(b)))``, the frequency-weighted version of the
-    ``count(ab) / (count(a) count(b))`` score.
+    ``count(ab) / (count(a) count(b))`` score. Scalars give a float; arrays (one entry per
+    pair) give an array, which is how the trainer scores every pair at once.
 
     >>> round(merge_gain(count_a=2, count_b=2, count_ab=0, merges=2, total=4), 4)  # "ab ab" -> 2 units
     2.7726
     """
-    if merges < 0 or min(count_a, count_b, count_ab, total) < 0:
+    ca, cb, cab, m = (np.asarray(v, dtype=np.float64) for v in (count_a, count_b, count_ab, merges))
+    same = np.asarray(same, dtype=bool)
+    removed_a, removed_b = np.where(same, 2 * m, m), np.where(same, 0.0, m)
+    if (m < 0).any() or min(ca.min(), cb.min(), cab.min()) < 0 or total < 0:
         raise ValueError("counts must be non-negative")
-    removed_a, removed_b = (2 * merges, 0) if same else (merges, merges)
-    if removed_a > count_a or removed_b > count_b or merges > total:
+    if (removed_a > ca).any() or (removed_b > cb).any() or (m > total).any():
         raise ValueError("cannot merge more pairs than there are units")
-    before = _xlogx(count_a) + _xlogx(count_ab) - _xlogx(total) + (0.0 if same else _xlogx(count_b))
-    after = (_xlogx(count_a - removed_a) + _xlogx(count_ab + merges) - _xlogx(total - merges)
-             + (0.0 if same else _xlogx(count_b - removed_b)))
-    return after - before
-
-
-def _gains(pairs: list[tuple[str, str]], unit_count: Mapping[str, int], merges: list[int], total: int,
-           prefix: str):
-    """``merge_gain`` of every pair, vectorised: the same arithmetic, one numpy pass."""
-    import numpy as np
-
-    def xlogx(c):
-        c = np.asarray(c, dtype=np.float64)
-        return np.where(c > 0, c * np.log(np.where(c > 0, c, 1.0)), 0.0)
-
-    ca = np.array([unit_count[a] for a, _ in pairs], dtype=np.float64)
-    cb = np.array([unit_count[b] for _, b in pairs], dtype=np.float64)
-    cab = np.array([unit_count.get(a + b.removeprefix(prefix), 0) for a, b in pairs], dtype=np.float64)
-    same = np.array([a == b for a, b in pairs])
-    m = np.asarray(merges, dtype=np.float64)
-    before = xlogx(ca) + xlogx(cab) - xlogx(total) + np.where(same, 0.0, xlogx(cb))
-    after = (xlogx(ca - np.where(same, 2 * m, m)) + xlogx(cab + m) - xlogx(total - m)
-             + np.where(same, 0.0, xlogx(cb - m)))
-    return after - before
+    b_terms = np.where(same, 0.0, _xlogx(cb - removed_b) - _xlogx(cb))  # an (a, a) pair has no separate b
+    gain = (_xlogx(ca - removed_a) - _xlogx(ca) + _xlogx(cab + m) - _xlogx(cab) + b_terms
+            - (_xlogx(total - m) - _xlogx(total)))
+    return float(gain) if gain.ndim == 0 else gain
 
 
 OBJECTIVES = ("likelihood", "pmi")
@@ -247,8 +233,10 @@ def train_wordpiece(words: Iterable[str], vocab_size: int, unk_token: str = "[UN
         pairs = list(pair_count)
         if objective == "pmi":
             scores = [pair_count[p] / (unit_count[p[0]] * unit_count[p[1]]) for p in pairs]
-        else:  # merge_gain for every pair at once (numpy), the same arithmetic
-            scores = _gains(pairs, unit_count, [merges_of(p) for p in pairs], total, prefix).tolist()
+        else:  # merge_gain of every pair at once
+            scores = merge_gain([unit_count[a] for a, _ in pairs], [unit_count[b] for _, b in pairs],
+                                [unit_count.get(a + b.removeprefix(prefix), 0) for a, b in pairs],
+                                [merges_of(p) for p in pairs], total, [a == b for a, b in pairs]).tolist()
         # ties go to the smallest pair; gains are sums of logarithms, so equal gains reached along
         # different float paths can differ in the last bits: within 1e-9 counts as a tie
         cutoff = max(scores) - (1e-9 if objective == "likelihood" else 0.0)

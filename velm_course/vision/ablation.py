@@ -21,7 +21,6 @@ a spread over seeds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from statistics import mean, pstdev
 
 import torch
 
@@ -53,20 +52,20 @@ def _runs(
 def final_scores(rows: list[dict], metrics: Sequence[str]) -> dict[str, dict[str, tuple[float, float]]]:
     """``{variant: {metric: (mean, std)}}`` over seeds, at each run's last measured step.
 
-    The spread is the population standard deviation of the per-seed values (0 for one seed).
+    The spread is the population standard deviation of the per-seed values (0 for one seed),
+    as ``experiments.grid.summarize`` computes it.
     """
+    from ..experiments.grid import summarize
+
     last: dict[tuple[str, int], dict] = {}
     for row in rows:
         if all(m in row for m in metrics):
             key = (row["variant"], row["seed"])
             if key not in last or row["step"] > last[key]["step"]:
                 last[key] = row
-    out: dict[str, dict[str, tuple[float, float]]] = {}
-    for variant in dict.fromkeys(v for v, _ in last):  # first-seen order
-        per_seed = [r for (v, _), r in last.items() if v == variant]
-        out[variant] = {m: (round(mean(r[m] for r in per_seed), 6), round(pstdev(r[m] for r in per_seed), 6))
-                        for m in metrics}
-    return out
+    runs = [{"cell": variant, "seed": seed, "metrics": row} for (variant, seed), row in last.items()]
+    return {variant: {m: (s["mean"], s["std"]) for m, s in scores.items()}
+            for variant, scores in summarize(runs, metrics).items()}
 
 
 def depth_ablation(
