@@ -32,13 +32,13 @@ ENCODER_GRID = {
 ENCODER_METRICS = ("val.CIDEr", "val.content_accuracy", "val_loss", "trainable_params", "train_seconds")
 
 
-def encoder_grid_config(steps: int = 600) -> RunConfig:
+def encoder_grid_config(steps: int = 600, device: str = "cpu") -> RunConfig:
     """The fixed settings of the encoder comparison: the ``ci`` data, a narrow decoder, one budget."""
     from ..profiles import get_profile, with_overrides
 
     base = get_profile("ci").run
     return with_overrides(base, d_model=64, n_layer=2, n_head=4, steps=steps, warmup=50, val_every=steps // 6,
-                          checkpoint_every=100, log_every=25, device="cpu")
+                          checkpoint_every=100, log_every=25, device=device)
 
 
 def caption_task(base: RunConfig, progress: bool = False) -> Task:
@@ -85,9 +85,9 @@ def caption_task(base: RunConfig, progress: bool = False) -> Task:
 
 
 def run_encoder_grid(out_dir: str | Path, seeds=(0, 1, 2), steps: int = 600, cells: dict | None = None,
-                     progress: bool = True) -> list[dict]:
+                     device: str = "cpu", progress: bool = True) -> list[dict]:
     """The encoder comparison (``ENCODER_GRID`` by default) at ``steps`` steps per run."""
-    base = encoder_grid_config(steps)
+    base = encoder_grid_config(steps, device)
     return run_grid(cells or ENCODER_GRID, seeds, caption_task(base, progress=False), out_dir,
                     signature={"task": "captioning", "config": base.to_dict()}, progress=progress)
 
@@ -122,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/encoder_grid", help="folder of the grid's runs (resumable)")
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per cell: 0, 1, ...")
+    parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto" (the recorded grid ran on cpu)')
     parser.add_argument("--record", default=None, help="also write the small JSON the notebook reads here")
     args = parser.parse_args(argv)
-    results = run_encoder_grid(args.out, seeds=tuple(range(args.seeds)), steps=args.steps)
+    results = run_encoder_grid(args.out, seeds=tuple(range(args.seeds)), steps=args.steps, device=args.device)
     summary = summarize(results, ENCODER_METRICS)
     for cell, scores in summary.items():
         print(f"{cell:22}", "  ".join(f"{m} {s['mean']:.3f}±{s['half_range']:.3f}" for m, s in scores.items()))
