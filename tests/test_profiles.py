@@ -43,6 +43,9 @@ def test_presets_are_valid_run_configs_and_hold_notebook_sizes():
         assert RunConfig.from_dict(p.run.to_dict()) == p.run and p.run.profile == name
     ci, full = get_profile("ci").notebooks, get_profile("full").notebooks
     assert ci.gpt_steps < full.gpt_steps and ci.bpe_train_chars < full.bpe_train_chars
+    # the full profile scales the language models, not only their steps
+    assert ci.gpt_layers < full.gpt_layers and ci.gpt_width < full.gpt_width and ci.gpt_block < full.gpt_block
+    assert ci.lstm_hidden < full.lstm_hidden and ci.rnn_hidden < full.rnn_hidden
 
 
 def test_data_dir(monkeypatch, tmp_path):

@@ -240,3 +240,23 @@ def test_sequence_bits_matches_a_direct_sum(cell):
     assert sequence_bits(lm, data, start, n_streams=3, chunk=5) == pytest.approx(expected, rel=1e-9)
     with pytest.raises(ValueError, match="non-empty"):
         sequence_bits(lm, data[:0], start)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("n_layer", [1, 2])
+def test_parameter_formula_and_equal_size_cells(cell, n_layer):
+    from velm_course.text.rnn import hidden_for_parameters, rnnlm_parameters
+
+    for vocab, embd, hidden in [(84, 32, 128), (7, 5, 3), (50, 16, 61)]:
+        cfg = RNNLMConfig(vocab_size=vocab, cell=cell, n_embd=embd, n_hidden=hidden, n_layer=n_layer)
+        assert rnnlm_parameters(cfg) == sum(p.numel() for p in RNNLM(cfg).parameters())
+    # the chosen width is the closest to the target among all widths, counted on real models
+    target = 96_468
+    cfg = RNNLMConfig(vocab_size=84, cell=cell, n_embd=32, n_layer=n_layer)
+    h = hidden_for_parameters(cfg, target)
+
+    def size(width):
+        return sum(p.numel() for p in RNNLM(RNNLMConfig(84, cell, 32, width, n_layer)).parameters())
+
+    assert all(abs(size(h) - target) <= abs(size(w) - target) for w in (h - 2, h - 1, h + 1, h + 2))
+    assert abs(size(h) - target) / target < 0.02

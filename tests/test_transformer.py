@@ -196,3 +196,26 @@ def test_bert_is_bidirectional_and_scores_masked_positions():
     torch.testing.assert_close(loss, expected)
     with pytest.raises(ValueError, match="longer than block_size"):
         bert(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_mlm_batches_mask_random_windows_and_resume_by_step():
+    from velm_course.text.bert import mlm_batches
+
+    data = torch.arange(2000) % 37 + 1  # ids 1..37; 0 is [MASK]
+    batches = mlm_batches(data, batch_size=16, block_size=32, vocab_size=38, mask_id=0, seed=5)
+    stream = iter(batches(0))
+    first = [next(stream) for _ in range(3)]
+    again = next(iter(batches(2)))  # resuming at step 2 gives step 2's batch
+    assert torch.equal(again["idx"], first[2]["idx"]) and torch.equal(again["targets"], first[2]["targets"])
+    for batch in first:
+        labels, inputs = batch["targets"], batch["idx"]
+        selected = labels != -100
+        # every window is a run of consecutive ids of data (mod 37): rebuild it from the labels' positions
+        assert 0.08 < selected.float().mean() < 0.22
+        # unselected positions are untouched, so consecutive unselected ids follow data's pattern
+        both = ~selected[:, 1:] & ~selected[:, :-1]
+        assert ((inputs[:, 1:] - inputs[:, :-1]) % 37 == 1)[both].all()
+        # selected positions carry the original token as label, and 0 ([MASK]) appears only there
+        assert ((inputs == 0) <= selected).all()
+        assert ((labels[:, 1:] - labels[:, :-1]) % 37 == 1)[selected[:, 1:] & selected[:, :-1]].all()
+    assert not torch.equal(first[0]["idx"], first[1]["idx"])

@@ -36,8 +36,16 @@ class NotebookSizes:
     rnn_batch_size: int  # 03: windows per step
     rnn_block_size: int  # 03: characters per window
     rnn_lr: float  # 03: peak learning rate
-    gpt_steps: int  # 04: optimizer steps of the character GPT
-    lstm_steps: int  # 04: optimizer steps of the comparison LSTM
+    cell_steps: int  # 03: optimizer steps of each run of the RNN / GRU / LSTM comparison
+    mlp_steps: int  # 03: optimizer steps of each run of the MLP against the n-gram
+    compare_seeds: int  # 03: seeds per compared row of those two comparisons
+    gpt_layers: int  # 04: Transformer blocks of the character GPT
+    gpt_width: int  # 04: its width (n_embd)
+    gpt_block: int  # 04: its context, in characters
+    gpt_batch: int  # 04: training windows per step
+    gpt_steps: int  # 04: its optimizer steps
+    lstm_hidden: int  # 04: hidden size of the LSTM trained with the GPT's compute (steps follow)
+    bert_steps: int  # 04: optimizer steps of the masked-LM training (the BERT has the GPT's size)
     fusion_d_model: int  # 07-08: width of the fusion models (the pretrained encoder's too)
     fusion_steps: int  # 07: optimizer steps of each fusion captioner
     fusion_seeds: int  # 07-08: seeds per compared row, for the spread
@@ -100,7 +108,9 @@ _PROFILES = {
         ),
         notebooks=NotebookSizes(
             bpe_train_chars=300_000, rnn_hidden=128, rnn_layers=1, rnn_dropout=0.0, rnn_steps=400,
-            rnn_batch_size=32, rnn_block_size=64, rnn_lr=1e-2, gpt_steps=600, lstm_steps=150,
+            rnn_batch_size=32, rnn_block_size=64, rnn_lr=1e-2, cell_steps=200, mlp_steps=1000,
+            compare_seeds=2, gpt_layers=2, gpt_width=64, gpt_block=64,
+            gpt_batch=32, gpt_steps=600, lstm_hidden=128, bert_steps=600,
             fusion_d_model=64, fusion_steps=300, fusion_seeds=2, joint_steps=300,
             vqa_pretrain_steps=2000, vqa_steps=300,
         ),
@@ -116,7 +126,9 @@ _PROFILES = {
         ),
         notebooks=NotebookSizes(
             bpe_train_chars=2_000_000, rnn_hidden=512, rnn_layers=2, rnn_dropout=0.2, rnn_steps=5000,
-            rnn_batch_size=64, rnn_block_size=128, rnn_lr=2e-3, gpt_steps=2000, lstm_steps=1000,
+            rnn_batch_size=64, rnn_block_size=128, rnn_lr=2e-3, cell_steps=3000, mlp_steps=10000,
+            compare_seeds=3, gpt_layers=6, gpt_width=384, gpt_block=256,
+            gpt_batch=64, gpt_steps=5000, lstm_hidden=1024, bert_steps=5000,
             fusion_d_model=128, fusion_steps=3000, fusion_seeds=3, joint_steps=2000,
             vqa_pretrain_steps=10000, vqa_steps=6000,
         ),

@@ -126,3 +126,30 @@ class BertMLM(nn.Module):
         x = self.head_ln(F.gelu(self.head_fc(x), approximate=self.approximate))  # (B, T, C)
         logits = self.head_out(x)  # (B, T, V)
         return logits, lm_loss(logits, targets)
+
+
+def mlm_batches(data: torch.Tensor, batch_size: int, block_size: int, vocab_size: int, mask_id: int, seed: int,
+                special_ids: tuple[int, ...] = (), p: float = 0.15):
+    """``batches(start_step)`` for the training engine: random windows of ``data`` (N,),
+    corrupted by ``mask_tokens`` (selecting a share ``p`` of the tokens), as {"idx": inputs (B, T), "targets": labels (B, T)}, so
+    ``lm_objective`` gives the masked-LM loss (only selected positions count). The windows and
+    the masks of step s come from generators seeded with (seed, s): a resumed run reads the
+    same batches.
+
+    >>> batches = mlm_batches(torch.arange(1, 60) % 9 + 1, 2, 8, vocab_size=10, mask_id=0, seed=0)
+    >>> batch = next(iter(batches(3)))
+    >>> tuple(batch["idx"].shape), torch.equal(next(iter(batches(3)))["idx"], batch["idx"])  # step 3 again
+    ((2, 8), True)
+    """
+    from .chars import random_windows
+
+    def batches(start_step: int):
+        step = start_step
+        while True:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            windows, _ = random_windows(data, batch_size, block_size, g)
+            inputs, labels = mask_tokens(windows, vocab_size, mask_id, special_ids, p=p, generator=g)
+            yield {"idx": inputs, "targets": labels}
+            step += 1
+    return batches
+

@@ -27,7 +27,7 @@ E embedding size, G gates (1 for the plain RNN, 4 for the LSTM, 3 for the GRU).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -184,6 +184,32 @@ class RNNLMConfig:
     n_hidden: int = 128  # hidden state size H of every layer
     n_layer: int = 1  # stacked recurrent layers
     dropout: float = 0.0  # dropout on embeddings, between layers and before the output layer
+
+
+def rnnlm_parameters(config: RNNLMConfig) -> int:
+    """The number of parameters of ``RNNLM(config)``, counted from the formula: the embedding
+    table, G gates of (input + hidden) x hidden weights and two bias vectors per layer, the
+    output layer.
+
+    >>> cfg = RNNLMConfig(vocab_size=84, cell="lstm", n_embd=32, n_hidden=128)
+    >>> rnnlm_parameters(cfg) == sum(p.numel() for p in RNNLM(cfg).parameters())
+    True
+    """
+    G, H, V, E = CELLS[config.cell].n_gates, config.n_hidden, config.vocab_size, config.n_embd
+    inputs = [E] + [H] * (config.n_layer - 1)
+    return V * E + sum(G * H * (i + H) + 2 * G * H for i in inputs) + H * V + V
+
+
+def hidden_for_parameters(config: RNNLMConfig, n_params: int) -> int:
+    """The hidden size that brings ``config``'s model closest to ``n_params`` parameters, to
+    compare cells at equal size: a GRU (3 gates) gets a wider state than an LSTM (4 gates).
+
+    >>> lstm = RNNLMConfig(vocab_size=84, cell="lstm", n_embd=32, n_hidden=128)
+    >>> hidden_for_parameters(replace(lstm, cell="gru"), rnnlm_parameters(lstm))
+    148
+    """
+    sizes = range(1, 8 * int(math.sqrt(n_params)) + 2)
+    return min(sizes, key=lambda h: abs(rnnlm_parameters(replace(config, n_hidden=h)) - n_params))
 
 
 class RNNLM(nn.Module):
