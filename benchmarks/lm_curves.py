@@ -4,11 +4,11 @@ n-grams, all in bits per character of the whole validation text (Macbeth and Muc
     python benchmarks/lm_curves.py --preset cpu --threads 1     # about 70 minutes on one CPU core
     python benchmarks/lm_curves.py --preset gpu --device cuda   # a 6-layer x 384 GPT on a GPU
 
-Writes ``benchmarks/lm_curves.csv``, one row per evaluation: ``model``, ``step``, ``tokens``,
+Writes ``benchmarks/lm_curves.csv``, one row per evaluation: ``model``, ``parameters``, ``step``, ``tokens``,
 ``train_flops`` (6 x parameters x tokens), ``train_seconds`` (training only, evaluation
 excluded), ``device``, ``val_bpc``; the character Kneser-Ney models of orders 1-8 and the
 open-vocabulary word trigram are rows whose ``model`` starts with ``char-kn-`` and ``word-kn-``
-(step 0, their fitting time as ``train_seconds``). Notebook 04 plots the file against compute
+(step 0, their fitting time as ``train_seconds``, no parameter count). Notebook 04 plots the file against compute
 next to its live ``ci`` run. The LSTM gets the GPT's training compute (the same 6 N D), not its
 steps. Runs checkpoint under ``runs/lm_curves/`` and resume when started again; rows already in
 the CSV for another preset or device are kept.
@@ -30,7 +30,7 @@ from velm_course.text.gpt import GPT, GPTConfig
 from velm_course.text.rnn import RNNLM, RNNLMConfig
 from velm_course.text.scoreboard import WordNGramScorer, char_ngram, char_ngram_bits
 
-FIELDS = ("model", "step", "tokens", "train_flops", "train_seconds", "device", "val_bpc")
+FIELDS = ("model", "parameters", "step", "tokens", "train_flops", "train_seconds", "device", "val_bpc")
 PRESETS = {
     # (GPT settings, LSTM settings, shared training settings)
     # about an hour on one core: models small enough to see each training character ~3 times
@@ -49,13 +49,13 @@ def ngram_rows(train: str, val: str) -> list[dict]:
         t0 = time.perf_counter()
         lm = char_ngram(train, order)
         seconds = time.perf_counter() - t0
-        rows.append({"model": f"char-kn-{order}", "step": 0, "tokens": len(train), "train_flops": "",
+        rows.append({"model": f"char-kn-{order}", "parameters": "", "step": 0, "tokens": len(train), "train_flops": "",
                      "train_seconds": round(seconds, 2), "device": "cpu",
                      "val_bpc": round(char_ngram_bits(lm, val) / len(val), 4)})
         print(rows[-1], flush=True)
     t0 = time.perf_counter()
     scorer = WordNGramScorer(order=3).fit(train)
-    rows.append({"model": "word-kn-3-open-vocabulary", "step": 0, "tokens": len(train), "train_flops": "",
+    rows.append({"model": "word-kn-3-open-vocabulary", "parameters": "", "step": 0, "tokens": len(train), "train_flops": "",
                  "train_seconds": round(time.perf_counter() - t0, 2), "device": "cpu",
                  "val_bpc": round(scorer.bits(val) / len(val), 4)})
     print(rows[-1], flush=True)
@@ -104,7 +104,8 @@ def main() -> None:
         print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters, {n_steps} steps", flush=True)
         curve = train_curve(model, train_ids, val_ids, start_id, config, run_dir=Path(args.run_dir) / name, desc=name)
         for row in curve:
-            rows.append({"model": name, "step": row["step"], "tokens": row["tokens"],
+            rows.append({"model": name, "parameters": sum(p.numel() for p in model.parameters()),
+                         "step": row["step"], "tokens": row["tokens"],
                          "train_flops": f"{row['train_flops']:.4g}", "train_seconds": row["train_seconds"],
                          "device": device_name, "val_bpc": round(row["val_bpc"], 4)})
             print(rows[-1], flush=True)

@@ -1,5 +1,6 @@
 """The language scoreboard: every model's bits equal -log2 of the probability of the string,
-computed here a second, plain way, and every model's probabilities sum to at most 1."""
+computed here a second, plain way, and every model's probabilities sum to at most 1 (over lines or
+over texts of one length)."""
 
 import itertools
 import math
@@ -9,10 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from velm_course.text.bpe import BPETokenizer
 from velm_course.text.gpt import GPT, GPTConfig
 from velm_course.text.ngram import EOS, UNK
 from velm_course.text.scoreboard import (
     WordNGramScorer,
+    bpe_lines,
+    bpe_ngram_bits,
     case_of,
     char_ngram,
     char_ngram_bits,
@@ -20,6 +24,7 @@ from velm_course.text.scoreboard import (
     gap_neighbours,
     split_line,
     text_lines,
+    token_ngram,
     window_bits,
 )
 
@@ -83,6 +88,40 @@ def test_char_ngram_probabilities_of_all_short_lines_sum_to_at_most_one():
     lines = ["".join(p) for n in range(10) for p in itertools.product("ab", repeat=n)]
     total = sum(2.0 ** -char_ngram_bits(lm, line + "\n") for line in lines)
     assert 0.9 < total <= 1.0 + 1e-12
+
+
+# --- n-grams over BPE tokens --------------------------------------------------------------
+
+
+def test_bpe_lines_decode_back_to_the_text():
+    tok = BPETokenizer().train(TRAIN, 256 + 60)
+    lines = bpe_lines(tok, HELD_OUT)
+    assert "".join(tok.decode([int(t) for t in line]) + "\n" for line in lines) == HELD_OUT
+
+
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_bpe_ngram_bits_equal_a_token_by_token_sum(order):
+    tok = BPETokenizer().train(TRAIN, 256 + 60)
+    lm = token_ngram(bpe_lines(tok, TRAIN), order)
+    expected = 0.0
+    for line in bpe_lines(tok, HELD_OUT):  # "é" and "\t" give byte tokens never seen in training
+        for i, t in enumerate(line):
+            if t in lm.word2id:
+                expected -= math.log2(lm.prob(t, line[:i]))
+            else:  # <unk>, then which of the tokenizer's ids it was
+                expected -= math.log2(lm.prob(UNK, line[:i])) - math.log2(tok.vocab_size)
+        expected -= math.log2(lm.prob(EOS, line))
+    assert bpe_ngram_bits(lm, tok, HELD_OUT) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_bpe_with_no_merges_is_the_character_model_on_ascii_text(order):
+    # 0 merges: one token per byte, so on ASCII text the same counts as characters, the same bits
+    text = HELD_OUT.replace("é", "e")
+    ascii_train = TRAIN + "sleep, Banquo\tcafe\n"  # every held-out character seen once
+    bytes_lm = token_ngram(bpe_lines(BPETokenizer(), ascii_train), order)
+    chars_lm = char_ngram(ascii_train, order)
+    assert bpe_ngram_bits(bytes_lm, BPETokenizer(), text) == pytest.approx(char_ngram_bits(chars_lm, text), rel=1e-12)
 
 
 # --- the open-vocabulary word n-gram -------------------------------------------------------

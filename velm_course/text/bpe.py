@@ -194,12 +194,20 @@ class BPETokenizer:
             ids = merge_pair(ids, pair, self.ranks[pair])
         return ids
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; ``decode(encode(text)) == text`` for every string."""
+    def encode(self, text: str, cache: dict[str, list[int]] | None = None) -> list[int]:
+        """Token ids of ``text``; ``decode(encode(text)) == text`` for every string.
+
+        A word that repeats is encoded once; pass the same ``cache`` dict to many calls (the
+        lines of a text, say) to share that work between them.
+
+        >>> tok, cache = BPETokenizer().train("ab ab ab", 258), {}
+        >>> [tok.encode(line, cache) for line in ("ab", "ab ab")], sorted(cache)
+        ([[256], [256, 257]], [' ab', 'ab'])
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         ids: list[int] = []
-        cache: dict[str, list[int]] = {}  # a word that repeats is encoded once
+        cache = {} if cache is None else cache
         for chunk in split_chunks(text, self.pattern):
             if chunk not in cache:
                 cache[chunk] = self._encode_chunk(list(chunk.encode("utf-8")))

@@ -1,8 +1,8 @@
 """One scoreboard for every language model of the track: total bits of the raw text.
 
 Perplexities of models with different tokens (words, characters, BPE pieces) cannot be
-compared: a word model makes about five times fewer predictions than a character model on the
-same text. What every model can do is give a probability to the same string s, so the
+compared: on Shakespeare a word model makes about four times fewer predictions than a character
+model on the same text. What every model can do is give a probability to the same string s, so the
 scoreboard's unit is
 
     bits(s) = -log2 P(s),        bits per character (BPC) = bits(s) / len(s).
@@ -14,10 +14,13 @@ The rules that keep the rows honest:
 - the text is scored as if it followed a line break (the models that need a first context
   get ``"\\n"``) and must end with one, so a line-based n-gram and a character stream
   score exactly the same characters;
-- each model is a proper distribution: the probabilities of all strings sum to at most 1. A
-  model may waste probability on strings it never produces (a word model can describe "ab"
-  followed by an empty gap and "cd", which is the string "abcd" again); that only costs it
-  bits, so it can never flatter a row.
+- each model is a proper distribution over the texts of a given length: over all lines (for
+  the n-grams) or all strings of the same number of characters (for the neural models), the
+  probabilities sum to at most 1. A model may waste probability on strings it never produces (a
+  word model can describe "ab" followed by an empty gap and "cd", which is the string "abcd"
+  again); that only costs it bits, so it can never flatter a row. No model predicts where the
+  whole text ends; saying how many lines it has would cost every row the same few bits (about
+  2 log2 of the count), nothing next to the hundreds of thousands scored.
 
 Four kinds of model are scored here: a character n-gram (``char_ngram``,
 ``char_ngram_bits``), an open-vocabulary word n-gram (``WordNGramScorer``), any model with a
@@ -82,31 +85,63 @@ def escape_bits(chars: str) -> float:
     return BITS_PER_ESCAPED_BYTE * len(chars.encode("utf-8"))
 
 
-# --- character n-grams --------------------------------------------------------------------
-
-
-def char_ngram(train_text: str, order: int, discount: float = 0.75) -> NGramLM:
-    """An interpolated Kneser-Ney model over characters: each line is a sentence of single
-    characters, and ``</s>`` (the end of a line) stands for the line break.
-
-    >>> lm = char_ngram("ab\\nab\\n", order=2)
-    >>> lm.vocab, round(lm.prob("b", ["a"]), 3)
-    (['</s>', '<unk>', 'a', 'b'], 0.727)
-    """
-    return NGramLM(NGramConfig(order=order, smoothing="kneser_ney", discount=discount)).fit(
-        [list(line) for line in text_lines(train_text)])
+# --- n-grams over the tokens of each line: characters, BPE pieces -----------------------
 
 
 def ngram_event_bits(lm: NGramLM, sentences: Sequence[Sequence[str]]) -> np.ndarray:
     """(E,) bits of every prediction an n-gram model makes on ``sentences``: each token, then
     each sentence's ``</s>``, in order. A token outside the vocabulary pays for ``<unk>`` only;
-    the caller adds the cost of spelling it.
+    the caller adds the cost of saying which token it was.
 
     >>> lm = char_ngram("ab\\n", order=1)
     >>> ngram_event_bits(lm, [["a", "b"]]).round(3).tolist()  # a, b, </s>
     [1.885, 1.885, 1.885]
     """
     return -lm._token_logprobs(list(sentences)) / math.log(2)
+
+
+def token_ngram(lines: Sequence[Sequence[str]], order: int, discount: float = 0.75) -> NGramLM:
+    """An interpolated Kneser-Ney model over tokens: each line, already cut into tokens
+    (strings), is a sentence, and ``</s>`` (the end of a line) stands for the line break.
+
+    >>> lm = token_ngram([["ab", "c"], ["ab"]], order=2)
+    >>> lm.vocab
+    ['</s>', '<unk>', 'ab', 'c']
+    """
+    return NGramLM(NGramConfig(order=order, smoothing="kneser_ney", discount=discount)).fit(lines)
+
+
+def token_ngram_bits(lm: NGramLM, lines: Sequence[Sequence[str]], escape) -> float:
+    """Total bits of tokenized ``lines`` under ``lm`` (from ``token_ngram``), line breaks
+    included. A token outside the vocabulary costs ``<unk>`` plus ``escape(token)`` bits, the
+    price of saying which one it is.
+
+    >>> lm = token_ngram([["a", "b"]], order=1)
+    >>> round(token_ngram_bits(lm, [["a", "b"]], escape_bits), 3)  # a, b, </s>
+    5.654
+    """
+    bits = ngram_event_bits(lm, lines).sum()
+    bits += sum(escape(t) for line in lines for t in line if t not in lm.word2id)
+    return float(bits)
+
+
+def char_lines(text: str) -> list[list[str]]:
+    """The lines of ``text`` as lists of characters.
+
+    >>> char_lines("ab\\n\\n")
+    [['a', 'b'], []]
+    """
+    return [list(line) for line in text_lines(text)]
+
+
+def char_ngram(train_text: str, order: int, discount: float = 0.75) -> NGramLM:
+    """A Kneser-Ney model over characters (``token_ngram`` on the characters of each line).
+
+    >>> lm = char_ngram("ab\\nab\\n", order=2)
+    >>> lm.vocab, round(lm.prob("b", ["a"]), 3)
+    (['</s>', '<unk>', 'a', 'b'], 0.727)
+    """
+    return token_ngram(char_lines(train_text), order, discount)
 
 
 def char_ngram_bits(lm: NGramLM, text: str) -> float:
@@ -117,10 +152,34 @@ def char_ngram_bits(lm: NGramLM, text: str) -> float:
     >>> round(char_ngram_bits(lm, "ab\\n"), 3)  # 3 predictions; <unk> keeps some probability
     5.654
     """
-    lines = text_lines(text)
-    bits = ngram_event_bits(lm, [list(line) for line in lines]).sum()
-    unknown = "".join(ch for ch in text if ch != "\n" and ch not in lm.word2id)
-    return float(bits + escape_bits(unknown))
+    return token_ngram_bits(lm, char_lines(text), escape_bits)
+
+
+def bpe_lines(tokenizer, text: str) -> list[list[str]]:
+    """The lines of ``text`` as BPE token ids (as strings, for ``token_ngram``), each line
+    encoded on its own so that every line break is a line end. One cache serves all lines.
+
+    >>> from velm_course.text.bpe import BPETokenizer
+    >>> bpe_lines(BPETokenizer().train("abab", 257, pattern=None), "abab\\nb\\n")
+    [['256', '256'], ['98']]
+    """
+    cache: dict[str, list[int]] = {}
+    return [[str(i) for i in tokenizer.encode(line, cache)] for line in text_lines(text)]
+
+
+def bpe_ngram_bits(lm: NGramLM, tokenizer, text: str) -> float:
+    """Total bits of ``text`` under an n-gram over ``tokenizer``'s BPE tokens (fitted with
+    ``token_ngram(bpe_lines(tokenizer, train_text), order)``). A token id never seen in
+    training costs ``<unk>`` plus a uniform choice among the tokenizer's ids. Divide by the
+    text's UTF-8 bytes for bits per byte (for plain ASCII text, bits per character).
+
+    >>> from velm_course.text.bpe import BPETokenizer
+    >>> tok = BPETokenizer().train("ab ab\\n", 257)
+    >>> lm = token_ngram(bpe_lines(tok, "ab ab\\n"), order=1)
+    >>> bpe_ngram_bits(lm, tok, "ab ab\\n") > 0
+    True
+    """
+    return token_ngram_bits(lm, bpe_lines(tokenizer, text), lambda t: math.log2(tokenizer.vocab_size))
 
 
 # --- an open-vocabulary word n-gram -------------------------------------------------------
@@ -367,7 +426,9 @@ def window_bits(model, data, start_id: int, block_size: int, stride: int | None 
 def train_flops(n_params: int, n_tokens: int) -> float:
     """Training compute by the usual estimate: 6 floating-point operations per parameter and
     training token (2 for the forward pass, 4 for the backward). It leaves out attention's
-    T x T scores, small at the context lengths of this track.
+    T x T scores, about 4 T C operations per token and layer next to the 24 C^2 of a block's
+    matrices (at most a sixth more when T = C, as in notebook 04), and it counts the embedding
+    tables, which are looked up rather than multiplied.
 
     >>> train_flops(100_000, 1_000)
     600000000.0
