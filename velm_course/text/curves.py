@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..engine import TrainConfig, fit
+from ..engine.trainer import resolve_device
 from ..nn import lm_objective
 from .chars import window_batches
 from .rnn import sequence_bits
@@ -105,7 +106,7 @@ def train_curve(
         min_lr_ratio=config.min_lr_ratio, weight_decay=config.weight_decay, grad_clip=1.0,
         seed=config.seed, device=config.device, precision=config.precision,
         log_every=log_every, checkpoint_every=config.eval_every if run_dir else 0, val_every=0)
-    model.to(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(resolve_device(cfg.device))  # the engine's rule: "auto" picks cuda when present
     first = ([{"step": 0, "val_bpc": validation_bits(model, val_ids, start_id, config.val_streams) / n_chars}]
              if config.score_start else [])
     history = fit(model, lm_objective, window_batches(train_ids, config.batch_size, config.block_size, config.seed),
