@@ -7,7 +7,7 @@ Two comparisons, each run interleaved (A, B, A, B, ...) so that machine noise hi
    against the default contiguous layout;
 2. our MultiHeadAttention (F.scaled_dot_product_attention) against torch.nn.MultiheadAttention
    given the same weights, forward + backward on a decoder-sized input.
-Prints a Markdown table for benchmarks/RESULTS.md, with peak memory on a GPU.
+Prints a Markdown table and records it for benchmarks/RESULTS.md (``_record.py``), with peak memory on a GPU.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _record import report  # benchmarks/_record.py
 from _timing import time_interleaved  # benchmarks/_timing.py
 from torch import nn
 
@@ -89,16 +90,13 @@ def main() -> None:
     t = time_interleaved({"ours": ours, "ref": ref}, args.repeats * 5, device)
     rows.append(("cross-attention fwd+bwd, ours vs nn.MultiheadAttention", t["ours"], t["ref"]))
 
-    threads = torch.get_num_threads()
-    where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {threads} threads"
-    print(f"profile {profile.name} sizes (batch {batch_size}, {profile.image_size}px, d={m.d_model}) on {where}")
-    print("| comparison | ours (ms) | reference (ms) | speed-up |")
-    print("|---|---|---|---|")
-    for name, a, b in rows:
-        print(f"| {name} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.2f}x |")
+    print(f"profile {profile.name} sizes (batch {batch_size}, {profile.image_size}px, d={m.d_model})")
+    sizes = f"{profile.name}: batch {batch_size}, {profile.image_size} px, d={m.d_model}, {m.n_layer} blocks"
+    report("captioner", "speed", ["sizes", "comparison", "ours (ms)", "reference (ms)", "speed-up"],
+           [{"sizes": sizes, "comparison": name, "ours (ms)": f"{a * 1e3:.2f}", "reference (ms)": f"{b * 1e3:.2f}",
+             "speed-up": f"{b / a:.2f}×"} for name, a, b in rows], device)
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ copy every window into a column, then one matrix product) and checks both agains
 memory-hungry. Outputs are checked equal before timing. Time: median of interleaved repeats
 (``_timing.py``), as a multiple of ``F.conv2d``'s. Memory: the im2col matrix's size against the
 input's, counted from the tensors (B·C·k²·L floats against B·C·H·W: about k² times the input at
-stride 1). Prints a Markdown table for benchmarks/RESULTS.md.
+stride 1). Prints a Markdown table and records it for benchmarks/RESULTS.md (``_record.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from _record import report  # benchmarks/_record.py
 from _timing import time_interleaved  # benchmarks/_timing.py
 
 from velm_course.vision.conv import conv2d_loops, conv2d_unfold, im2col
@@ -46,13 +47,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
-    print("| input (B, C, H, W) | kernels | loops / F.conv2d | im2col / F.conv2d | im2col matrix / input |")
-    print("|---|---|---|---|---|")
+    rows = []
     for B, C, side, n_out, k in SHAPES:
         loops, unfold, memory = measure(B, C, side, n_out, k, args.repeats)
-        print(f"| ({B}, {C}, {side}, {side}) | {n_out} × {k}×{k} | {loops:,.0f}× | {unfold:.1f}× | {memory:.1f}× |")
-
+        rows.append({"input (B, C, H, W)": f"({B}, {C}, {side}, {side})", "kernels": f"{n_out} × {k}×{k}",
+                     "loops / F.conv2d": f"{loops:,.0f}×", "im2col / F.conv2d": f"{unfold:.1f}×",
+                     "im2col matrix / input": f"{memory:.1f}×"})
+    report("conv", "three_ways", list(rows[0]), rows, "cpu")
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ once, outside the timer), interleaved repeats, median (``_timing.py``).
 
 The weights are random, so <eos> is ruled out here as <pad> and <bos> are: every caption then
 runs the full ``max_len - 1`` words, as the longest caption of a batch does, and both variants
-do the same number of steps. Prints a Markdown table for benchmarks/RESULTS.md.
+do the same number of steps. Prints a Markdown table and records it for benchmarks/RESULTS.md (``_record.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _record import report  # benchmarks/_record.py
 from _timing import time_interleaved  # benchmarks/_timing.py
 
 from velm_course.decoding import ban_tokens, generate
@@ -88,15 +89,12 @@ def main() -> None:
             t = time_interleaved({"cached": cached, "uncached": uncached}, args.repeats, device)
             rows.append((name, batch_size, t["cached"], t["uncached"]))
 
-    threads = torch.get_num_threads()
-    where = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {threads} threads"
-    print(f"profile {profile.name} sizes (d={m.d_model}, {m.n_layer} layers, {m.n_head} heads, {size}px, "
-          f"vocabulary {VOCAB}, {MAX_LEN - 1} words per caption) on {where}")
-    print("| decoder | captions at once | cached (ms) | uncached (ms) | speed-up |")
-    print("|---|---|---|---|---|")
-    for name, batch_size, a, b in rows:
-        print(f"| {name} | {batch_size} | {a * 1e3:.1f} | {b * 1e3:.1f} | {b / a:.2f}x |")
-
+    sizes = (f"{profile.name}: d={m.d_model}, {m.n_layer} layers, {m.n_head} heads, {size} px, vocabulary {VOCAB}, "
+             f"{MAX_LEN - 1} words per caption")
+    report("decoding", "kv_cache", ["sizes", "decoder", "captions at once", "cached (ms)", "uncached (ms)", "speed-up"],
+           [{"sizes": sizes, "decoder": name, "captions at once": batch_size, "cached (ms)": f"{a * 1e3:.1f}",
+             "uncached (ms)": f"{b * 1e3:.1f}", "speed-up": f"{b / a:.2f}×"} for name, batch_size, a, b in rows],
+           device)
 
 if __name__ == "__main__":
     main()

@@ -13,18 +13,17 @@
    memory, uint8 transfer), and the share of step time the host spent waiting for a batch
    (the engine logs it as ``data_wait``). Targets: bf16 >= 2x fp32; data waiting < 10 %.
 
-Prints Markdown rows for benchmarks/RESULTS.md.
+Prints Markdown rows and records them for benchmarks/RESULTS.md (``_record.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import tempfile
 from dataclasses import replace
 
 import torch
+from _record import report  # benchmarks/_record.py
 from _timing import time_interleaved  # benchmarks/_timing.py
 
 from velm_course.data.captions import caption_targets
@@ -145,32 +144,29 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     profile = get_profile(args.profile or ("full" if device.type == "cuda" else "ci"))
-    where = (torch.cuda.get_device_name(0) if device.type == "cuda"
-             else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
-    today = datetime.date.today().isoformat()
     m = profile.run.model
-    sizes = f"batch {profile.run.train.batch_size}, {profile.image_size} px, d={m.d_model}, {m.n_layer} blocks"
+    sizes = (f"{profile.name}: batch {profile.run.train.batch_size}, {profile.image_size} px, d={m.d_model}, "
+             f"{m.n_layer} blocks; {args.steps} steps per call, median of {args.repeats}")
 
     engine, plain = engine_vs_plain(profile, device, args.steps, args.repeats)
-    print("| date | machine | sizes | engine (ms/step) | plain loop (ms/step) | plain / engine |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {today} | {where}, torch {torch.__version__} | {sizes} | {engine * 1e3:.1f} | {plain * 1e3:.1f} "
-          f"| {plain / engine:.2f}x |")
+    report("engine", "engine_vs_plain", ["sizes", "engine (ms/step)", "plain loop (ms/step)", "plain / engine"],
+           [{"sizes": sizes, "engine (ms/step)": f"{engine * 1e3:.1f}", "plain loop (ms/step)": f"{plain * 1e3:.1f}",
+             "plain / engine": f"{plain / engine:.2f}×"}], device)
     memory, decode = in_memory_vs_decoding(profile)
-    print("\n| date | machine | data path (shapes, batch of 32) | in memory (ms/batch) | decoded per step (ms/batch) "
-          "| share of an engine step saved |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {today} | {where} | {profile.image_size} px PNGs, no workers | {memory * 1e3:.2f} | {decode * 1e3:.2f} "
-          f"| {(decode - memory) / engine:.0%} |")
+    print()
+    report("engine", "in_memory", ["data path (shapes, batch of 32)", "in memory (ms/batch)",
+                                   "decoded per step (ms/batch)", "share of an engine step saved"],
+           [{"data path (shapes, batch of 32)": f"{profile.image_size} px PNGs, no workers",
+             "in memory (ms/batch)": f"{memory * 1e3:.2f}", "decoded per step (ms/batch)": f"{decode * 1e3:.2f}",
+             "share of an engine step saved": f"{(decode - memory) / engine:.0%}"}], device)
     if device.type == "cuda":
         rows = precision_and_data(profile, device, steps=200)
         fp32 = rows[0][1]
-        print("\n| date | device | precision | images/s | vs fp32 | data wait |")
-        print("|---|---|---|---|---|---|")
-        for precision, ips, wait in rows:
-            print(f"| {today} | {where} | {precision} | {ips:,.0f} | {ips / fp32:.2f}x | {wait:.1%} |")
+        print()
+        report("engine", "precision", ["precision", "images/s", "vs fp32", "data wait"],
+               [{"precision": precision, "images/s": f"{ips:,.0f}", "vs fp32": f"{ips / fp32:.2f}×",
+                 "data wait": f"{wait:.1%}"} for precision, ips, wait in rows], device)
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-
 
 if __name__ == "__main__":
     main()

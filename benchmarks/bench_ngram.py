@@ -26,6 +26,8 @@ import argparse
 import math
 import time
 
+from _record import report  # benchmarks/_record.py
+
 from velm_course.data.corpus import shakespeare_splits
 from velm_course.text.ngram import BOS, EOS, UNK, NGramConfig, NGramLM, tokenize_sentences
 
@@ -38,6 +40,10 @@ def nltk_ngrams(sentences: list[list[str]], vocab: set[str]):
         p = [BOS] * (ORDER - 1) + [w if w in vocab else UNK for w in s] + [EOS]
         yield [tuple(p[i - m + 1: i + 1]) for i in range(ORDER - 1, len(p))
                for m in range(1, ORDER + 1)]
+
+
+COLUMNS = ["train tokens", "held-out tokens", "ours fit / score (s)", "nltk fit / score (s)", "speed-up fit",
+           "speed-up fit+score", "perplexity ours / nltk (same tokens)"]
 
 
 def main() -> None:
@@ -106,14 +112,13 @@ def main() -> None:
     total_ratio = (nltk_fit + nltk_score) / (ours_fit + ours_score)
     print(f"speed-up: fit {fit_ratio:.0f}x, score {score_ratio:.0f}x, fit+score {total_ratio:.0f}x")
 
-    print("\nMarkdown row for benchmarks/RESULTS.md:\n")
-    print("| benchmark | train tokens | held-out tokens | ours fit / score (s) "
-          "| nltk fit / score (s) | speed-up (fit+score) | perplexity ours / nltk (same tokens) |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| trigram interpolated KN, d=0.75 (bench_ngram.py) | {n_train:,} | {n_held:,} "
-          f"| {ours_fit:.2f} / {ours_score:.3f} | {nltk_fit:.1f} / {nltk_score:.0f} (extrapolated "
-          f"from {len(logs)} tokens) | {total_ratio:.0f}x | {ours_subset_ppl:.2f} / {nltk_ppl:.2f} |")
-
+    print()
+    report("ngram", "kneser_ney", COLUMNS, [{
+        "train tokens": f"{n_train:,}", "held-out tokens": f"{n_held:,}",
+        "ours fit / score (s)": f"{ours_fit:.2f} / {ours_score:.3f}",
+        "nltk fit / score (s)": f"{nltk_fit:.1f} / {nltk_score:.0f} (extrapolated from {len(logs)} tokens)",
+        "speed-up fit": f"{fit_ratio:.0f}×", "speed-up fit+score": f"{total_ratio:.0f}×",
+        "perplexity ours / nltk (same tokens)": f"{ours_subset_ppl:.6f} / {nltk_ppl:.6f}"}], "cpu")
 
 if __name__ == "__main__":
     main()

@@ -6,18 +6,17 @@ Both models get the same randomly initialised weights (ours converted with GPT.f
 their logits are checked equal before timing. A training step is forward, loss, backward and
 an AdamW step on a (batch, block_size) batch of random tokens. The two steps are timed in
 alternation (A, B, A, B, ...) after a warm-up, so machine noise hits both alike; the median
-time gives tokens per second. Prints Markdown rows for benchmarks/RESULTS.md.
+time gives tokens per second. Prints Markdown rows and records them for benchmarks/RESULTS.md (``_record.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import platform
 
 import torch
 import torch.nn.functional as F
+from _record import report  # benchmarks/_record.py
 from _timing import time_interleaved  # benchmarks/_timing.py
 
 from velm_course.text.gpt import GPT
@@ -94,19 +93,16 @@ def main() -> None:
     step_ours, step_hf = train_steps(ours, hf, batch, device, dtype)
     t = time_interleaved({"ours": step_ours, "hf": step_hf}, args.repeats, device)
     tokens = batch * block_size
-    if device.type == "cuda":
-        where = f"{torch.cuda.get_device_name(0)}, {args.dtype}"
-    else:
-        where = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, {args.dtype}"
     import transformers
 
     print(f"HF transformers {transformers.__version__}, attention '{hf.config._attn_implementation}'; "
           f"torch {torch.__version__}")
-    print("| date | machine | config (layers/heads/width/T/V) | batch | ours tokens/s | HF GPT-2 tokens/s | speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {datetime.date.today()} | {where} | {n_layer}/{n_head}/{n_embd}/{block_size}/{vocab_size} | {batch} "
-          f"| {tokens / t['ours']:,.0f} | {tokens / t['hf']:,.0f} | {t['hf'] / t['ours']:.2f}x |")
-
+    report("transformer", "gpt_training", ["precision", "config (layers/heads/width/T/V)", "batch", "ours (tok/s)",
+                                           "HF GPT-2 (tok/s)", "speed-up"],
+           [{"precision": args.dtype, "config (layers/heads/width/T/V)":
+             f"{n_layer}/{n_head}/{n_embd}/{block_size}/{vocab_size}", "batch": batch,
+             "ours (tok/s)": f"{tokens / t['ours']:,.0f}", "HF GPT-2 (tok/s)": f"{tokens / t['hf']:,.0f}",
+             "speed-up": f"{t['hf'] / t['ours']:.2f}×"}], device)
 
 if __name__ == "__main__":
     main()

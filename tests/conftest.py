@@ -21,3 +21,21 @@ def one_thread(_one_torch_thread):
     on one torch thread (see ``_one_torch_thread``)."""
     assert torch.get_num_threads() == 1
     yield
+
+
+# The tiny shapes VQA setting of the pretrain -> fine-tune tests: 40 training images of 48 px, a
+# random (untrained) CNN as the frozen encoder; small enough to pretrain and fine-tune in seconds.
+TINY_VQA_SHAPES = dict(image_size=48, n_train=40, n_val=8, n_test=8, seed=4, n_compositional=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_vqa_data(tmp_path_factory):
+    """``(root, ShapesVQA)`` for the tiny setting, built once per test module."""
+    from velm_course.data.shapes import ShapesConfig, ensure_shapes
+    from velm_course.multimodal.vqa_recipe import load_shapes_vqa
+    from velm_course.vision.encoders import CNNEncoder, CNNEncoderConfig
+
+    root = ensure_shapes(ShapesConfig(**TINY_VQA_SHAPES), data_root=tmp_path_factory.mktemp("data"), progress=False)
+    torch.manual_seed(0)
+    encoder = CNNEncoder(CNNEncoderConfig(d_model=16, image_size=48, widths=(4, 8, 8, 16)))
+    return root, load_shapes_vqa(root, encoder)

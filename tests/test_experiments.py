@@ -150,3 +150,41 @@ def test_record_keeps_the_command_and_the_summary(tmp_path):
     assert saved == json.loads(json.dumps(out)) and saved["command"] == "python -m x"
     assert saved["summary"]["narrow"]["val.CIDEr"]["mean"] == 0.5
     assert saved["runs"][0]["metrics"]["val_curve"] == [{"step": 3, "val_loss": 1.0}]
+
+
+def test_each_run_records_the_threads_that_decide_its_numbers(tmp_path, monkeypatch):
+    from velm_course.experiments.grid import command_line
+
+    rows = run_grid({"a": {"x": 1}}, (0,), lambda o, s, d: {"score": 1.0}, tmp_path, progress=False)
+    assert rows[0]["environment"]["threads"] == torch.get_num_threads()
+    assert json.loads((tmp_path / "a" / "seed0" / "result.json").read_text())["environment"] == rows[0]["environment"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert command_line("m", ["--grid", "fusion"]) == "OMP_NUM_THREADS=1 python -m m --grid fusion"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert command_line("m", ["--x", "a b"]) == "python -m m --x 'a b'"
+
+
+def test_the_same_grid_runs_on_coco_shaped_data(data_env):
+    """The full profile's grid on COCO, here on a tiny shapes set packed in COCO 2014's layout."""
+    from velm_course.data.coco import coco_split, pack_shapes_as_coco
+    from velm_course.data.shapes import ShapesConfig, ensure_shapes, shapes_split
+    from velm_course.experiments.captioning import (
+        FUSION_GRID,
+        encoder_grid_config,
+        run_encoder_grid,
+    )
+
+    shapes = ensure_shapes(ShapesConfig(image_size=48, n_train=24, n_val=6, n_test=6, seed=3),
+                           data_root=data_env / "data", progress=False)
+    root = pack_shapes_as_coco(shapes, data_env / "coco")
+    for split in ("train", "val", "test"):
+        packed, original = coco_split(root, split), shapes_split(shapes, split)
+        assert packed.captions_by_id() == original.captions_by_id()
+        assert torch.equal(packed.get_uint8(0)[0], original.get_uint8(0)[0])
+    full = encoder_grid_config(6, "cpu", profile="full", dataset="coco", root=str(root))
+    assert full.model.d_model == get_profile("full").run.model.d_model and full.data.n_compositional == 0
+    rows = run_encoder_grid(data_env / "grid", seeds=(0,), steps=4, cells={"prefix": FUSION_GRID["prefix"]},
+                            progress=False, dataset="coco", root=str(root))
+    m = rows[0]["metrics"]
+    assert rows[0]["signature"]["config"]["data"]["dataset"] == "coco"
+    assert "CIDEr" in m["test"] and "compositional" not in m and "content_accuracy" not in m["val"]

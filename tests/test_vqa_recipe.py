@@ -15,18 +15,13 @@ from velm_course.multimodal.vqa_recipe import (
     new_vqa_model,
     pretrained_for_vqa,
 )
-from velm_course.vision.encoders import CNNEncoder, CNNEncoderConfig
 
-CFG = ShapesConfig(image_size=48, n_train=40, n_val=8, n_test=8, seed=4, n_compositional=8)
 RECIPE = VQARecipe(d_model=16, n_head=2, pretrain_steps=4, pretrain_batch_size=8)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = ensure_shapes(CFG, data_root=tmp_path_factory.mktemp("data"), progress=False)
-    torch.manual_seed(0)
-    encoder = CNNEncoder(CNNEncoderConfig(d_model=16, image_size=48, widths=(4, 8, 8, 16)))
-    return load_shapes_vqa(root, encoder)
+def data(tiny_vqa_data):  # conftest.py: 40 training images, a random frozen CNN
+    return tiny_vqa_data[1]
 
 
 def test_load_shapes_vqa(data):
@@ -59,6 +54,17 @@ def test_pretrained_for_vqa_trains_once_then_loads(data, tmp_path, monkeypatch):
     # other encoder weights, other settings: another file (here: would pretrain again)
     with pytest.raises(AssertionError, match="pretrained again"):
         pretrained_for_vqa(data, RECIPE, "shapes_cnn-other.pt", cache_dir=tmp_path)
+
+
+def test_shipped_weights_are_used_unless_refused(data, tmp_path, monkeypatch):
+    shipped_dir, cache = tmp_path / "shipped", tmp_path / "cache"
+    _, _, made = pretrained_for_vqa(data, RECIPE, "shapes_cnn-test.pt", cache_dir=shipped_dir, progress=False)
+    monkeypatch.setattr(vqa_recipe, "REPO_PRETRAINED", shipped_dir)  # as if the course shipped those weights
+    _, _, path = pretrained_for_vqa(data, RECIPE, "shapes_cnn-test.pt", cache_dir=cache, progress=False)
+    assert path == made and not cache.exists()
+    _, _, path = pretrained_for_vqa(data, RECIPE, "shapes_cnn-test.pt", cache_dir=cache, progress=False,
+                                    shipped=False)
+    assert path.startswith(str(cache))  # trained here instead
 
 
 def test_finetune_and_evaluate(data, tmp_path):

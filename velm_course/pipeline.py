@@ -135,7 +135,7 @@ def _load_selected(model: torch.nn.Module, run_dir: Path, prefix: str) -> int:
 
 def caption_pairs(cfg: RunConfig, data, vocab: CaptionVocab, max_words: int, progress: bool = True):
     """The training and validation caption pairs of a run, and ``val_batches()`` for the engine."""
-    # small datasets are decoded once (8 % of a ci step, benchmarks/RESULTS.md); big ones, such as
+    # small datasets are decoded once (8 % of a ci step, benchmarks/HISTORY.md); big ones, such as
     # COCO's 113k training images (~17 GB decoded at 224 px), are decoded by DataLoader workers
     in_memory = cfg.data.in_memory and len(data.train) * 3 * cfg.data.image_size**2 <= IN_MEMORY_LIMIT
     train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=in_memory, progress=progress)

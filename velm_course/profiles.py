@@ -100,7 +100,7 @@ _PROFILES = {
         run=RunConfig(
             data=DataConfig(image_size=64, n_train=4000, n_val=200, n_test=300, n_compositional=200),
             # no dropout: on 4,000 images for 2,400 steps, dropout 0.1 ended at validation loss
-            # 0.505 nats per token against 0.459 without (benchmarks/RESULTS.md, the main job)
+            # 0.505 nats per token against 0.459 without (benchmarks/HISTORY.md, the main job)
             model=ModelConfig(d_model=128, n_layer=2, n_head=4, dropout=0.0),
             train=TrainConfig(steps=2400, batch_size=32, lr=2e-3, warmup=100, device="cpu",
                               patience=2, log_every=25, val_every=400, val_batches=4),

@@ -324,6 +324,44 @@ def coco_split(root, split: str, image_size: int | None = None, scheme: str = "k
     raise ValueError(f"unknown scheme {scheme!r}; expected 'karpathy' or 'official'")
 
 
+def pack_shapes_as_coco(shapes_root, dest) -> Path:
+    """Copy a generated shapes dataset into COCO 2014's layout, so every COCO code path can run
+    offline: ``train2014/`` and ``val2014/`` images named ``COCO_<folder>_<id:012d>.png``,
+    ``annotations/captions_{train,val}2014.json`` and a Karpathy ``dataset_coco.json`` whose
+    train, val and test splits are the shapes train, val and test splits (val and test images
+    live in ``val2014/``, as Karpathy's do). Returns ``dest``; ``coco_split(dest, ...)`` reads it.
+
+    >>> root = pack_shapes_as_coco(shapes_root, tmp / "coco")  # doctest: +SKIP
+    >>> len(coco_split(root, "test")) == len(shapes_split(shapes_root, "test"))  # doctest: +SKIP
+    True
+    """
+    import shutil
+
+    shapes_root, dest = Path(shapes_root), Path(dest)
+    folders = {"train": "train2014", "val": "val2014", "test": "val2014"}
+    official = {"train2014": {"images": [], "annotations": []}, "val2014": {"images": [], "annotations": []}}
+    karpathy = []
+    for split, folder in folders.items():
+        data = _load_json(shapes_root / "annotations" / f"captions_{split}.json")
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+        captions: dict[int, list[str]] = {}
+        for ann in data["annotations"]:
+            captions.setdefault(ann["image_id"], []).append(ann["caption"])
+        for img in data["images"]:
+            name = f"COCO_{folder}_{img['id']:012d}{Path(img['file_name']).suffix}"
+            shutil.copyfile(shapes_root / "images" / split / img["file_name"], dest / folder / name)
+            official[folder]["images"].append({"id": img["id"], "file_name": name, "height": img["height"],
+                                               "width": img["width"]})
+            karpathy.append({"filepath": folder, "filename": name, "cocoid": img["id"], "split": split,
+                             "sentences": [{"raw": c} for c in captions[img["id"]]]})
+        official[folder]["annotations"] += data["annotations"]
+    (dest / "annotations").mkdir(exist_ok=True)
+    for folder, data in official.items():
+        (dest / "annotations" / f"captions_{folder}.json").write_text(json.dumps(data))
+    (dest / "dataset_coco.json").write_text(json.dumps({"images": karpathy}))
+    return dest
+
+
 # ----------------------------------------------------------------------------------------------
 # Downloading
 

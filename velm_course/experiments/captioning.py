@@ -4,14 +4,22 @@
 code (``pipeline.fit_captioner``: the engine, model selection on the validation loss) with a cell's
 settings over ``base``, then captions the validation and test images greedily and scores them
 (CIDEr-D and the rest of the fast COCO metrics, plus the dataset's content scores). Every cell
-decodes the same way, so the cells differ only in what the grid changes. The test split is scored
-here too, but nothing in a grid is chosen on it; compare cells on validation.
+decodes the same way, so the cells differ only in what the grid changes. The test split (and the
+compositional split, images of colour-shape pairs no training caption shows, when the data has
+one) is scored here too, but nothing in a grid is chosen on it; compare cells on validation.
 
 ``ENCODER_GRID`` is the comparison notebook 09 shows: three image encoders trained from scratch with
 the captioner (the course's small CNN, the course's ViT and torchvision's ResNet-18), each read two
-ways, as a grid of region tokens (cross-attention) and as one pooled vector (prefix). Recorded with
+ways, as a grid of region tokens (cross-attention) and as one pooled vector (prefix).
+``FUSION_GRID`` is notebook 13's: the small CNN with each of the four ways a decoder can read an
+image (``multimodal.fusion``), at the same budget. Recorded with
 
-    python -m velm_course.experiments.captioning --out runs/encoder_grid --record data/experiments/encoder_grid.json
+    python -m velm_course.experiments.captioning --grid encoder --record data/experiments/encoder_grid.json
+    python -m velm_course.experiments.captioning --grid fusion --record data/experiments/fusion_grid.json
+
+and on COCO in a GPU session (the full profile's data and model):
+
+    python -m velm_course.experiments.captioning --grid fusion --profile full --dataset coco --device cuda --steps 20000
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..engine import RunConfig
-from .grid import Task, run_grid, summarize
+from .grid import Task, command_line, run_grid, summarize, write_record
 
 # what the image-encoder comparison varies: encoder x the way the decoder reads it
 ENCODER_GRID = {
@@ -30,15 +38,30 @@ ENCODER_GRID = {
     for reading, fusion in (("grid", "cross_attention"), ("pooled", "prefix"))
 }
 ENCODER_METRICS = ("val.CIDEr", "val.content_accuracy", "val_loss", "trainable_params", "train_seconds")
+# what the fusion comparison varies: where the image enters the decoder, nothing else
+FUSION_GRID = {fusion: {"fusion": fusion} for fusion in ("concat", "prefix", "cross_attention", "co_attention")}
+GRIDS = {"encoder": ENCODER_GRID, "fusion": FUSION_GRID}
 
 
-def encoder_grid_config(steps: int = 600, device: str = "cpu") -> RunConfig:
-    """The fixed settings of the encoder comparison: the ``ci`` data, a narrow decoder, one budget."""
+def encoder_grid_config(steps: int = 600, device: str = "cpu", profile: str = "ci", dataset: str = "shapes",
+                        root: str | None = None) -> RunConfig:
+    """The fixed settings every captioning grid shares, one budget for every cell.
+
+    ``ci`` (the recorded grids): the ``ci`` data and a narrow decoder (width 64, 2 blocks) for
+    ``steps`` steps. ``full``: the full profile's data and model (a GPU session); with
+    ``dataset="coco"`` the same grid trains on COCO (``root``: its folder, else the default).
+
+    >>> encoder_grid_config(profile="full", dataset="coco", device="cuda").data.dataset
+    'coco'
+    """
     from ..profiles import get_profile, with_overrides
 
-    base = get_profile("ci").run
-    return with_overrides(base, d_model=64, n_layer=2, n_head=4, steps=steps, warmup=50, val_every=steps // 6,
-                          checkpoint_every=100, log_every=25, device=device)
+    base = get_profile(profile).run
+    if profile == "ci":
+        base = with_overrides(base, d_model=64, n_layer=2, n_head=4, warmup=50, checkpoint_every=100, log_every=25)
+    coco = {"n_compositional": 0} if dataset == "coco" else {}  # COCO has no compositional split
+    return with_overrides(base, steps=steps, val_every=max(1, steps // 6), device=device, dataset=dataset,
+                          root=root, **coco)
 
 
 def caption_task(base: RunConfig, progress: bool = False) -> Task:
@@ -66,7 +89,8 @@ def caption_task(base: RunConfig, progress: bool = False) -> Task:
         model, history, seconds, step = fit_captioner(cfg, train_pairs, val_batches, vocab, max_words, run_dir,
                                                       progress=progress)
         scores = {}
-        for split in ("val", "test"):
+        splits = ("val", "test") + (("compositional",) if data.compositional is not None else ())
+        for split in splits:
             ds = data.split(split)
             captions = dict(zip(ds.image_ids, caption_images(model, _uint8_images(ds), vocab, cfg.eval.batch_size),
                                 strict=True))
@@ -85,53 +109,50 @@ def caption_task(base: RunConfig, progress: bool = False) -> Task:
 
 
 def run_encoder_grid(out_dir: str | Path, seeds=(0, 1, 2), steps: int = 600, cells: dict | None = None,
-                     device: str = "cpu", progress: bool = True) -> list[dict]:
-    """The encoder comparison (``ENCODER_GRID`` by default) at ``steps`` steps per run."""
-    base = encoder_grid_config(steps, device)
+                     device: str = "cpu", progress: bool = True, profile: str = "ci", dataset: str = "shapes",
+                     root: str | None = None) -> list[dict]:
+    """A captioning grid (``ENCODER_GRID`` by default) at ``steps`` steps per run, on the fixed
+    settings of ``encoder_grid_config`` (every captioning grid of the course shares them)."""
+    base = encoder_grid_config(steps, device, profile, dataset, root)
     return run_grid(cells or ENCODER_GRID, seeds, caption_task(base, progress=False), out_dir,
                     signature={"task": "captioning", "config": base.to_dict()}, progress=progress)
 
 
 def record(results: list[dict], path: str | Path, command: str) -> dict:
-    """A small JSON for the repository: the command, the fixed settings, every run's metrics (no
-    curves' raw rows beyond the validation losses) and the summary over seeds."""
-    runs = []
-    for r in results:
-        row = {k: r[k] for k in ("cell", "seed", "overrides", "seconds")}
-        if "error" in r:
-            row["error"] = r["error"]
-        else:
-            m = r["metrics"]
-            row["metrics"] = {k: v for k, v in m.items() if k != "curve"}
-            row["metrics"]["val_curve"] = [{"step": h["step"], "val_loss": h["val_loss"]}
-                                           for h in m["curve"] if "val_loss" in h]
-        runs.append(row)
-    out = {"command": command, "signature": results[0]["signature"] if results else {},
-           "runs": runs, "summary": summarize(results, ENCODER_METRICS)}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=1) + "\n")
-    return out
+    """A small JSON for the repository: the command, the recording process's environment (torch,
+    threads), the fixed settings, every run's metrics (no curves' raw rows beyond the validation
+    losses) and the summary over seeds."""
+    def keep(m: dict) -> dict:
+        return {**{k: v for k, v in m.items() if k != "curve"},
+                "val_curve": [{"step": h["step"], "val_loss": h["val_loss"]} for h in m["curve"] if "val_loss" in h]}
+
+    return write_record(path, command, results, ENCODER_METRICS, keep)
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
-    import shlex
-    import sys
 
-    parser = argparse.ArgumentParser(description="The image-encoder comparison of notebook 09, on the shapes data.")
-    parser.add_argument("--out", default="runs/encoder_grid", help="folder of the grid's runs (resumable)")
+    parser = argparse.ArgumentParser(description="A captioning comparison on the shapes data: the image encoders "
+                                                 "of notebook 09 or the fusions of notebook 13.")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="encoder", help="which comparison")
+    parser.add_argument("--out", default=None, help="folder of the grid's runs (resumable; default runs/<grid>_grid)")
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per cell: 0, 1, ...")
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto" (the recorded grid ran on cpu)')
+    parser.add_argument("--profile", default="ci", choices=("ci", "full"),
+                        help="ci: the recorded grids' narrow decoder; full: the full profile's data and model (GPU)")
+    parser.add_argument("--dataset", default="shapes", choices=("shapes", "coco"), help="the captions to train on")
+    parser.add_argument("--root", default=None, help="dataset folder (default: under $VELM_DATA_DIR)")
     parser.add_argument("--record", default=None, help="also write the small JSON the notebook reads here")
     args = parser.parse_args(argv)
-    results = run_encoder_grid(args.out, seeds=tuple(range(args.seeds)), steps=args.steps, device=args.device)
+    out = args.out or f"runs/{args.grid}_grid"
+    results = run_encoder_grid(out, seeds=tuple(range(args.seeds)), steps=args.steps, cells=GRIDS[args.grid],
+                               device=args.device, profile=args.profile, dataset=args.dataset, root=args.root)
     summary = summarize(results, ENCODER_METRICS)
     for cell, scores in summary.items():
         print(f"{cell:22}", "  ".join(f"{m} {s['mean']:.3f}±{s['half_range']:.3f}" for m, s in scores.items()))
     if args.record:
-        record(results, args.record, "python -m velm_course.experiments.captioning " + shlex.join(
-            argv if argv is not None else sys.argv[1:]))
+        record(results, args.record, command_line("velm_course.experiments.captioning", argv))
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def run_grid(
             results.append(saved)
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
-        result = {"cell": name, "seed": seed, "overrides": overrides, "signature": signature}
+        result = {"cell": name, "seed": seed, "overrides": overrides, "signature": signature,
+                  "environment": environment()}  # a seed fixes a run only with these (notebook 13)
         start = time.perf_counter()
         try:
             result["metrics"] = _plain(task(dict(cells[name]), seed, run_dir))
@@ -91,6 +92,42 @@ def run_grid(
         _write_atomically(result_file, result)
         results.append(result)
     return results
+
+
+def environment() -> dict:
+    """What besides the seed decides a run's numbers on a CPU: torch's version and its thread count
+    (a matrix product split over more threads sums in another order)."""
+    import torch
+
+    return {"torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces a recording, with OMP_NUM_THREADS when it was set."""
+    import shlex
+    import sys
+
+    threads = os.environ.get("OMP_NUM_THREADS")
+    args = argv if argv is not None else sys.argv[1:]
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + f"python -m {module} " + shlex.join(args)
+
+
+def write_record(path: str | Path, command: str, results: list[dict], metrics: Sequence[str],
+                 keep_metrics: Callable[[dict], dict] = lambda m: m) -> dict:
+    """Write the small JSON a notebook reads instead of rerunning a grid: the command, the recording
+    process's ``environment``, the grid's fixed settings, every run (its metrics through
+    ``keep_metrics``, to leave out bulky rows) and the summary of ``metrics`` over seeds."""
+    runs = []
+    for r in results:
+        row = {k: r[k] for k in ("cell", "seed", "overrides", "seconds", "environment", "error") if k in r}
+        if "metrics" in r:
+            row["metrics"] = keep_metrics(r["metrics"])
+        runs.append(row)
+    out = {"command": command, "environment": environment(), "signature": results[0]["signature"] if results else {},
+           "runs": runs, "summary": summarize(results, metrics)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 def failed(results: Iterable[dict]) -> dict[str, str]:
@@ -106,12 +143,21 @@ def metric(result: dict, path: str):
     return value
 
 
+def _has(result: dict, path: str) -> bool:
+    try:
+        metric(result, path)
+    except KeyError:
+        return False
+    return True
+
+
 def summarize(results: Iterable[dict], metrics: Sequence[str]) -> dict[str, dict[str, dict]]:
     """``{cell: {metric: {"mean", "std", "half_range", "n"}}}`` over the seeds of each cell.
 
     ``std`` is the population standard deviation, ``half_range`` half the distance between the
     best and the worst seed: with two or three seeds the range says more than a standard deviation.
-    Cells that failed are left out (see ``failed``).
+    Cells that failed are left out (see ``failed``), and so is a metric a cell has in none of its
+    seeds (a metric that only some seeds have is an error).
     """
     by_cell: dict[str, list[dict]] = {}
     for r in results:
@@ -121,7 +167,45 @@ def summarize(results: Iterable[dict], metrics: Sequence[str]) -> dict[str, dict
     for cell, rows in by_cell.items():
         out[cell] = {}
         for m in metrics:
+            have = [r for r in rows if _has(r, m)]
+            if not have:  # a metric this kind of cell does not measure (retrieval without pretraining)
+                continue
+            if len(have) < len(rows):
+                raise KeyError(f"{m!r} is missing from some seeds of cell {cell!r}")
             values = [float(metric(r, m)) for r in rows]
             out[cell][m] = {"mean": round(mean(values), 6), "std": round(pstdev(values), 6),
                             "half_range": round((max(values) - min(values)) / 2, 6), "n": len(values)}
     return out
+
+
+def paired_gap(results: Iterable[dict], metric_path: str, a: str, b: str, higher_is_better: bool = True) -> dict:
+    """How cell ``a`` compares with cell ``b`` on one metric, seed by seed.
+
+    Within a grid a seed fixes the initial weights' draw and the batches, so the difference
+    between two cells at the same seed is the cleaner comparison. Returns the per-seed
+    differences a - b, their mean and ``verdict``: the name of the cell that is better on every
+    seed (higher, or lower for a loss with ``higher_is_better=False``), ``"within noise"`` when
+    the seeds disagree (or a tie). With 3 seeds, one cell
+    ahead on all of them by chance alone has probability 1/4 when nothing separates the two
+    (each ordering of a seed's pair equally likely): a hint, not a test.
+
+    >>> rows = [{"cell": c, "seed": s, "metrics": {"acc": v}}
+    ...         for c, vals in {"x": (0.5, 0.6, 0.7), "y": (0.4, 0.5, 0.65)}.items() for s, v in enumerate(vals)]
+    >>> paired_gap(rows, "acc", "x", "y")["verdict"]
+    'x'
+    >>> paired_gap(rows, "acc", "y", "x")["differences"]
+    [-0.1, -0.1, -0.05]
+    >>> paired_gap(rows, "acc", "x", "y", higher_is_better=False)["verdict"]  # as if "acc" were a loss
+    'y'
+    """
+    by_seed: dict[str, dict[int, float]] = {a: {}, b: {}}
+    for r in results:
+        if r["cell"] in by_seed and "metrics" in r:
+            by_seed[r["cell"]][r["seed"]] = float(metric(r, metric_path))
+    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+    if not seeds:
+        raise ValueError(f"cells {a!r} and {b!r} share no seed with {metric_path!r}")
+    diffs = [round(by_seed[a][s] - by_seed[b][s], 6) for s in seeds]
+    sign = 1 if higher_is_better else -1
+    verdict = a if all(sign * d > 0 for d in diffs) else b if all(sign * d < 0 for d in diffs) else "within noise"
+    return {"seeds": seeds, "differences": diffs, "mean": round(mean(diffs), 6), "verdict": verdict}

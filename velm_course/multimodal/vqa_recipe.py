@@ -141,9 +141,11 @@ def _weights_name(data: ShapesVQA, recipe: VQARecipe, encoder_file: str) -> str:
 
 
 def pretrained_for_vqa(data: ShapesVQA, recipe: VQARecipe, encoder_file: str, device: str = "cpu",
-                       cache_dir=None, progress: bool = True):
+                       cache_dir=None, progress: bool = True, shipped: bool = True):
     """(pretrainer, history, file): the course's shipped weights for these settings, the
-    cached ones, or trained now and cached under ``<data_dir>/pretrained/``.
+    cached ones, or trained now and cached under ``<data_dir>/pretrained/``. With
+    ``shipped=False`` the course's weights are not used (an experiment grid trains every
+    pretrainer itself, so all of them ran on one machine with one thread count).
 
     ``encoder_file`` names the frozen encoder's weights (``pretrained_shapes_encoder``'s third
     result): the file name is part of the digest, since other features need other weights.
@@ -154,7 +156,7 @@ def pretrained_for_vqa(data: ShapesVQA, recipe: VQARecipe, encoder_file: str, de
 
     name = _weights_name(data, recipe, encoder_file)
     cache = Path(cache_dir) if cache_dir is not None else data_dir() / "pretrained"
-    for path in (REPO_PRETRAINED / name, cache / name):
+    for path in ((REPO_PRETRAINED / name,) if shipped else ()) + (cache / name,):
         if path.is_file():
             state = load_checkpoint(path, required=("model", "config", "history", "vocab"))
             if state["vocab"] != data.vocab.to_list():
