@@ -206,7 +206,7 @@ def readme_section() -> str:
     if times:
         t = times["tables"]["nbval"]["rows"]
         out += [f"{t[0]['date']}, {t[0]['machine']}, measured by `tools/notebook_times.py`:", "",
-                markdown(["notebook", "seconds", "cells passed"], t), ""]
+                markdown(["notebook", "seconds", "cells"], t), ""]
     else:
         out += ["Not measured yet: `python tools/notebook_times.py`.", ""]
 
