@@ -188,3 +188,22 @@ def test_the_same_grid_runs_on_coco_shaped_data(data_env):
     m = rows[0]["metrics"]
     assert rows[0]["signature"]["config"]["data"]["dataset"] == "coco"
     assert "CIDEr" in m["test"] and "compositional" not in m and "content_accuracy" not in m["val"]
+
+
+def test_a_stored_error_is_tried_again_and_another_environment_warns(tmp_path, monkeypatch):
+    import velm_course.experiments.grid as grid
+
+    flaky = {"fail": True}
+
+    def task(overrides, seed, run_dir):
+        if flaky["fail"]:
+            raise ValueError("a disk hiccup, not the cell's fault")
+        return {"score": 1.0}
+
+    assert failed(run_grid({"a": {}}, (0,), task, tmp_path, progress=False)) == {"a": "ValueError: a disk hiccup, not the cell's fault"}
+    flaky["fail"] = False
+    assert run_grid({"a": {}}, (0,), task, tmp_path, progress=False)[0]["metrics"] == {"score": 1.0}
+    # a stored run trained with another thread count is reused, with a warning
+    monkeypatch.setattr(grid, "environment", lambda: {"torch": "x", "threads": 99, "cpu_count": 1})
+    with pytest.warns(UserWarning, match="threads"):
+        assert run_grid({"a": {}}, (0,), task, tmp_path, progress=False)[0]["metrics"] == {"score": 1.0}

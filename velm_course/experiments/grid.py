@@ -10,10 +10,14 @@ JSON as soon as it exists:
 
 so a second call skips every finished run (reading its result back) and an interrupted grid goes on
 where it stopped: a run cut short has no result.json, and its task resumes from its own checkpoints
-(tasks train through the engine with ``resume=True``). A result is reused only for the same
-overrides and the same ``signature`` (the task's fixed settings: budget, data, model size); anything
-else is an error, never a silently stale number. A cell whose settings are invalid (the task raises
-``ValueError`` or ``TypeError``) is recorded with its error and reported by ``failed``, not skipped.
+where it has them (the captioning task trains through the engine with ``resume=True``; the VQA task
+starts a cut run again). A result is reused only for the same overrides and the same ``signature``
+(the task's fixed settings: budget, data, model size); anything else is an error, never a silently
+stale number. Each result also stores the ``environment`` it was trained in (torch, threads), and
+reusing one trained in another environment warns. A cell whose settings are invalid (the task
+raises ``ValueError`` or ``TypeError``) is recorded with its error and reported by ``failed``, not
+skipped; a stored error is tried again on the next call, so a failure that was not the cell's
+fault does not stick.
 
 >>> import tempfile
 >>> task = lambda overrides, seed, run_dir: {"score": overrides["x"] + seed}
@@ -29,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from statistics import mean, pstdev
@@ -67,22 +72,26 @@ def run_grid(
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"a cell name must be a plain folder name, got {name!r}")
     signature = _plain(dict(signature or {}))
+    here = environment()
     results = []
     jobs = [(name, seed) for name in cells for seed in seeds]
     for name, seed in tqdm(jobs, desc="grid", disable=not progress):
         overrides = _plain(dict(cells[name]))
         run_dir = out_dir / name / f"seed{seed}"
         result_file = run_dir / "result.json"
-        if result_file.exists():
-            saved = json.loads(result_file.read_text())
+        saved = json.loads(result_file.read_text()) if result_file.exists() else None
+        if saved is not None and "error" not in saved:  # an error is tried again: it costs nothing if the cell is invalid
             if saved["overrides"] != overrides or saved["signature"] != signature:
                 raise GridError(f"{result_file} holds a run with other settings "
                                 f"({saved['overrides']}, {saved['signature']}); use another out_dir or delete it")
+            if saved.get("environment") not in (None, here):
+                warnings.warn(f"{result_file} was trained with {saved['environment']}, this process has {here}: "
+                              "its numbers may differ from a run made now (notebook 13)", stacklevel=2)
             results.append(saved)
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
         result = {"cell": name, "seed": seed, "overrides": overrides, "signature": signature,
-                  "environment": environment()}  # a seed fixes a run only with these (notebook 13)
+                  "environment": here}  # a seed fixes a run only with these (notebook 13)
         start = time.perf_counter()
         try:
             result["metrics"] = _plain(task(dict(cells[name]), seed, run_dir))
@@ -114,16 +123,19 @@ def command_line(module: str, argv: list[str] | None) -> str:
 
 def write_record(path: str | Path, command: str, results: list[dict], metrics: Sequence[str],
                  keep_metrics: Callable[[dict], dict] = lambda m: m) -> dict:
-    """Write the small JSON a notebook reads instead of rerunning a grid: the command, the recording
-    process's ``environment``, the grid's fixed settings, every run (its metrics through
-    ``keep_metrics``, to leave out bulky rows) and the summary of ``metrics`` over seeds."""
+    """Write the small JSON a notebook reads instead of rerunning a grid: the command, the
+    ``recording_environment`` (of the process that wrote the file, which may have read stored
+    results back; each run keeps its own ``environment``), the grid's fixed settings, every run
+    (its metrics through ``keep_metrics``, to leave out bulky rows) and the summary of
+    ``metrics`` over seeds."""
     runs = []
     for r in results:
         row = {k: r[k] for k in ("cell", "seed", "overrides", "seconds", "environment", "error") if k in r}
         if "metrics" in r:
             row["metrics"] = keep_metrics(r["metrics"])
         runs.append(row)
-    out = {"command": command, "environment": environment(), "signature": results[0]["signature"] if results else {},
+    out = {"command": command, "recording_environment": environment(),
+           "signature": results[0]["signature"] if results else {},
            "runs": runs, "summary": summarize(results, metrics)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(out, indent=1) + "\n")
