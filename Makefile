@@ -39,9 +39,11 @@ bench: setup
 	$(PYTHON) tools/notebook_times.py
 	$(PYTHON) tools/write_results.py
 
-# The language scoreboard's recorded training run: about 70 minutes on one CPU core.
+# The language track's recorded training runs: the scoreboard's curves (about 70 minutes on one
+# CPU core) and the GPT on BPE tokens (about 15 minutes).
 bench-curves: setup
 	$(PYTHON) benchmarks/lm_curves.py --preset cpu --threads 1
+	$(PYTHON) benchmarks/bpe_lm.py
 	$(PYTHON) tools/write_results.py
 
 # Rewrite RESULTS.md and the README's results section from the committed measured files.

@@ -17,7 +17,9 @@ and 1,000 merges (vocabularies 256, 356 and 1,256). For each, on the *whole* tra
 Both score the whole validation text (Macbeth and Much Ado About Nothing), every byte paid for,
 in bits per byte: the GPT with a sliding window (``scoreboard.window_bits``, the text as one
 token sequence that follows a line break), the n-gram with ``scoreboard.bpe_ngram_bits``.
-Writes ``benchmarks/bpe_lm.csv`` (one row per model and vocabulary); notebook 02 plots it.
+Writes ``benchmarks/bpe_lm.csv`` (one row per model and vocabulary); notebook 02 reads it. The
+committed file: ``OMP_NUM_THREADS=1 python benchmarks/bpe_lm.py`` on a 2-core x86-64 machine,
+2026-12-02, beside another job (so its seconds are slower than an idle core's).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Nothing in either is typed by hand. The sources, all committed:
     benchmarks/results/<name>.json   what each benchmark script measured (benchmarks/_record.py),
                                      main_job.json and notebook_times.json included
     benchmarks/lm_curves.csv         the language scoreboard's recorded run
+    benchmarks/bpe_lm.csv            a GPT and an n-gram on BPE tokens, in bits per byte
     data/experiments/<grid>.json     the experiment grids of notebooks 09 and 13
 
 The README's section sits between the two marker lines below and is replaced whole;
@@ -128,6 +129,12 @@ def results_md() -> str:
     parts += [f"## {first.rstrip('.')}: `benchmarks/lm_curves.py`", "", rest, "",
               markdown(["model", "device", "parameters", "training", "FLOPs (6ND)", "bits per character"], lm_rows()),
               ""]
+    first, rest = docstring("benchmarks/bpe_lm.py")
+    with (ROOT / "benchmarks" / "bpe_lm.csv").open() as f:
+        bpe_rows = list(csv.DictReader(f))
+    parts += [f"## {first.rstrip('.')}: `benchmarks/bpe_lm.py`", "", rest, "",
+              markdown(["model", "vocabulary", "parameters", "steps", "tokens", "train_flops", "train_seconds", "device",
+                        "val_bits_per_byte"], bpe_rows), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -188,6 +195,17 @@ def readme_section() -> str:
             "Bits per character of the whole validation text (two plays), every character paid for "
             "(`benchmarks/lm_curves.csv`; the neural models at equal training compute):", "",
             markdown(["model", "device", "parameters", "training", "bits per character"], lm_rows()), ""]
+
+    bpe = ROOT / "benchmarks" / "bpe_lm.csv"
+    if bpe.exists():
+        with bpe.open() as f:
+            rows = list(csv.DictReader(f))
+        names = {"gpt-4x128": "GPT 4×128, 1e13 FLOPs", "kn-4": "4-gram Kneser–Ney"}
+        table = {}
+        for r in rows:
+            table.setdefault(r["vocabulary"], {"BPE vocabulary": r["vocabulary"]})[names[r["model"]]] = r["val_bits_per_byte"]
+        out += ["Bits per byte on BPE tokens of the whole training plays (`benchmarks/bpe_lm.csv`, notebook 02):", "",
+                markdown(["BPE vocabulary", *names.values()], list(table.values())), ""]
 
     out += ["### Experiments (notebooks 09 and 13)", ""]
     how, rows = grid_rows("fusion_grid", {"val CIDEr-D": ("val.CIDEr", 2), "val scene F1": ("val.scene_f1", 2),
