@@ -77,3 +77,15 @@ def report(name: str, table: str, columns: list[str], rows: list[dict], device: 
     print(markdown(columns, rows))
     path = save(name, table, columns, rows, device)
     print(f"(recorded in {path.relative_to(path.parent.parent.parent)})")
+
+
+def write_csv(out: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
+    """Write a recorded run's rows to ``out`` atomically: a reader sees the old file or the new one."""
+    import csv
+
+    tmp = Path(out).with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(out)

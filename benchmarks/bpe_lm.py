@@ -25,11 +25,11 @@ committed file: ``OMP_NUM_THREADS=1 python benchmarks/bpe_lm.py`` on a 2-core x8
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
+from _record import write_csv  # benchmarks/_record.py
 
 from velm_course.data.corpus import shakespeare_splits
 from velm_course.text.bpe import BPETokenizer
@@ -88,17 +88,8 @@ def main() -> None:
                      "train_seconds": round(last["train_seconds"], 1), "device": device_name,
                      "val_bits_per_byte": round(bits / val_bytes, 4)})
         print(rows[-1], flush=True)
-        write(Path(args.out), rows)  # after each vocabulary, so a finished one is never lost
+        write_csv(Path(args.out), FIELDS, rows)  # after each vocabulary, so a finished one is never lost
     print("wrote", args.out)
-
-
-def write(out: Path, rows: list[dict]) -> None:
-    tmp = out.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from _record import write_csv  # benchmarks/_record.py
 
 from velm_course.data.corpus import shakespeare_splits
 from velm_course.text.chars import char_vocab, encode_chars
@@ -89,7 +90,7 @@ def main() -> None:
     if not args.skip_ngrams:
         rows += ngram_rows(splits["train"], splits["val"])
 
-    write(out, rows)
+    write_csv(out, FIELDS, rows)
     evals, steps = train_kw["evals"], args.steps or train_kw["steps"]
     common = {k: v for k, v in train_kw.items() if k not in ("evals", "steps")}
     torch.manual_seed(0)
@@ -109,17 +110,8 @@ def main() -> None:
                          "train_flops": f"{row['train_flops']:.4g}", "train_seconds": row["train_seconds"],
                          "device": device_name, "val_bpc": round(row["val_bpc"], 4)})
             print(rows[-1], flush=True)
-        write(out, rows)  # after each model, so a finished one is never lost
+        write_csv(out, FIELDS, rows)  # after each model, so a finished one is never lost
     print(f"wrote {out}")
-
-
-def write(out: Path, rows: list[dict]) -> None:
-    tmp = out.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out)
 
 
 if __name__ == "__main__":
