@@ -21,6 +21,7 @@ from velm_course.data.coco import (
     fetch_coco,
     load_karpathy_split,
 )
+from velm_course.data.download import Remote
 from velm_course.data.shapes import ShapesConfig, generate_shapes, shapes_split
 
 SPLITS = ("train", "val", "test")
@@ -316,8 +317,8 @@ def archives(tmp_path):
 
 
 def test_fetch_from_file_urls_then_skip(tmp_path, archives):
-    urls = {name: path.as_uri() for name, path in archives.items()}
-    dest = fetch_coco(tmp_path / "coco", urls=urls, progress=False)
+    remotes = [Remote(name, path.as_uri()) for name, path in archives.items()]
+    dest = fetch_coco(tmp_path / "coco", remotes=remotes, progress=False)
     assert json.loads((dest / "annotations" / "captions_val2014.json").read_text()) == GOOD
     assert (dest / "dataset_coco.json").is_file()
     assert not (dest / "caption_datasets.zip").exists()  # archives removed after unpacking
@@ -325,24 +326,24 @@ def test_fetch_from_file_urls_then_skip(tmp_path, archives):
         ".annotations_trainval2014.zip.done", ".caption_datasets.zip.done"]
     for path in archives.values():
         path.unlink()  # a second run must not download (the sources are gone)
-    fetch_coco(dest, urls=urls, progress=False)
+    fetch_coco(dest, remotes=remotes, progress=False)
     assert json.loads((dest / "annotations" / "captions_val2014.json").read_text()) == GOOD
 
 
 def test_fetch_reuses_a_complete_archive_and_restarts_a_stale_part(tmp_path, archives):
-    urls = {name: path.as_uri() for name, path in archives.items()}
+    remotes = [Remote(name, path.as_uri()) for name, path in archives.items()]
     dest = tmp_path / "coco"
     dest.mkdir()
     # a stale partial download: file:// cannot resume, so it starts over
     (dest / "caption_datasets.zip.part").write_bytes(b"stale bytes")
-    fetch_coco(dest, urls=urls, progress=False, keep_archives=True)
+    fetch_coco(dest, remotes=remotes, progress=False, keep_archives=True)
     assert (dest / "caption_datasets.zip").read_bytes() == archives["caption_datasets.zip"].read_bytes()
     assert not (dest / "caption_datasets.zip.part").exists()
     # downloaded but not unpacked (e.g. interrupted while unzipping): unpack without downloading
     (dest / ".caption_datasets.zip.done").unlink()
     (dest / "dataset_coco.json").unlink()
     archives["caption_datasets.zip"].unlink()
-    fetch_coco(dest, urls=urls, progress=False, keep_archives=True)
+    fetch_coco(dest, remotes=remotes, progress=False, keep_archives=True)
     assert (dest / "dataset_coco.json").read_text() == '{"images": []}'
 
 
@@ -350,7 +351,7 @@ def test_fetch_rejects_a_non_zip(tmp_path):
     page = tmp_path / "error.html"
     page.write_text("<html>moved</html>")
     with pytest.raises(DatasetFormatError, match="x.zip: the downloaded file .* is not a zip"):
-        fetch_coco(tmp_path / "coco", urls={"x.zip": page.as_uri()}, progress=False)
+        fetch_coco(tmp_path / "coco", remotes=[Remote("x.zip", page.as_uri())], progress=False)
     assert not (tmp_path / "coco" / "x.zip").exists()
 
 
@@ -389,7 +390,7 @@ def test_fetch_resumes_a_partial_http_download(tmp_path):
         half = len(RangeHandler.payload) // 2
         (dest / "big.zip.part").write_bytes(RangeHandler.payload[:half])  # an interrupted run
         url = f"http://127.0.0.1:{server.server_address[1]}/big.zip"
-        fetch_coco(dest, urls={"big.zip": url}, progress=False, keep_archives=True)
+        fetch_coco(dest, remotes=[Remote("big.zip", url)], progress=False, keep_archives=True)
     finally:
         server.shutdown()
         server.server_close()

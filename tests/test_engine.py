@@ -418,7 +418,7 @@ def test_run_config_round_trip_and_named_errors(tmp_path):
     ("train", "steps", -5, "train.steps must be >= 1"),
     ("train", "batch_size", 0, "train.batch_size must be >= 1"),
     ("data", "image_size", 0, "data.image_size must be >= 1"),
-    ("data", "dataset", "imagenet", "unknown data.dataset 'imagenet': choose from \\['shapes', 'coco'\\]"),
+    ("data", "dataset", "imagenet", "unknown data.dataset 'imagenet': choose from \\['shapes', 'coco', 'coco2017'\\]"),
     ("model", "encoder", "vgg", "unknown model.encoder 'vgg'"),
     ("train", "precision", "fp8", "unknown train.precision 'fp8'"),
     ("model", "dropout", 1.0, "model.dropout must be in"),

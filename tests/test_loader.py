@@ -120,7 +120,7 @@ def test_registry_opens_shapes_with_content_scores(shapes_root):
     oracle = data.reference_rows["test"]["oracle"]
     scores = data.content_scores["test"](oracle)
     assert scores["content_accuracy"] == 1.0 and scores["exact_scene"] == 1.0 and scores["scene_f1"] == 1.0
-    assert sorted(DATASETS) == ["coco", "shapes"]
+    assert sorted(DATASETS) == ["coco", "coco2017", "shapes"]
 
 
 def test_registry_names_the_fetch_command_for_missing_coco(tmp_path):

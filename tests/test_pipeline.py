@@ -242,3 +242,99 @@ def test_evaluate_and_caption_commands(data_env, capsys):
     # a folder without a trained model says how to make one
     assert cli.main(["evaluate", str(data_env / "empty")]) == 2
     assert "velm-course train" in capsys.readouterr().err
+
+
+def test_split_features_streamed_equal_the_in_memory_ones():
+    """A split too big to decode at once (COCO's train) gets the same nearest-neighbour features."""
+    from velm_course.multimodal.captioner import Captioner, CaptionerConfig
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (7, 3, 64, 64), dtype=torch.uint8)
+
+    class Images:  # the part of CocoCaptions the function reads
+        def __len__(self):
+            return len(images)
+
+        def get_uint8(self, i):
+            return images[i], ["a caption"]
+
+    model = Captioner(CaptionerConfig(vocab_size=12, d_model=16, n_layer=1, n_head=2)).eval()
+    whole = pipeline._split_features(model, Images(), images, batch_size=3)
+    streamed = pipeline._split_features(model, Images(), None, batch_size=3)  # batches of 3, 3, 1
+    assert streamed.shape == (7, 16) and torch.allclose(streamed, whole, atol=1e-6)
+    assert not torch.allclose(whole[0], whole[1])  # distinct images, distinct features
+
+
+def test_a_feature_cache_run_trains_on_cached_features_and_captions_new_images(data_env, capsys, monkeypatch):
+    """``--freeze-encoder --feature-cache`` on COCO-shaped data: the frozen encoder runs once over
+    every image into the cache, a second run reuses it, and the trained captioner, reloaded with
+    the encoder itself, reads pixels exactly as it read the cache during training."""
+    import velm_course.vision.feature_cache as fc
+    from velm_course.data.coco import coco_split, pack_shapes_as_coco
+    from velm_course.data.shapes import ShapesConfig, ensure_shapes
+
+    shapes = ensure_shapes(ShapesConfig(image_size=64, n_train=24, n_val=4, n_test=8, seed=0),
+                           data_root=data_env / "data", progress=False)
+    coco = pack_shapes_as_coco(shapes, data_env / "coco")
+    args = ["--dataset", "coco", "--root", str(coco), "--encoder", "resnet18", "--freeze-encoder",
+            "--feature-cache", "--no-progress", *TINY[:2], *TINY[8:]]
+    encoded = []
+    real_build = fc.build_feature_cache
+
+    def counting_build(encoder, dataset, folder, **kw):
+        def count(module, inputs, output):
+            encoded.append(len(inputs[0]))
+        handle = encoder.register_forward_hook(count)
+        try:
+            return real_build(encoder, dataset, folder, **kw)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(fc, "build_feature_cache", counting_build)
+    assert cli.main(["train", "--run-dir", str(data_env / "a"), *args]) == 0
+    assert sum(encoded) == 24 + 4 + 8  # every image once: train, val, test
+    metrics = json.loads((data_env / "a" / "metrics.json").read_text())
+    folder = metrics["feature_cache"]
+    assert folder.startswith(str(data_env / "data" / "features" / "coco-resnet18-random-64px-"))
+    assert (data_env / "a" / "encoder.pt").is_file()
+
+    encoded.clear()
+    assert cli.main(["train", "--run-dir", str(data_env / "b"), *args, "--lr", "1e-3"]) == 0
+    assert encoded == []  # the same frozen encoder and images: the cache is read, not rebuilt
+    assert json.loads((data_env / "b" / "metrics.json").read_text())["feature_cache"] == folder
+    encoded.clear()
+    # another seed draws another random encoder: another cache, never the first one's features
+    assert cli.main(["train", "--run-dir", str(data_env / "c"), *args, "--seed", "1", "--steps", "1"]) == 0
+    assert sum(encoded) == 36 and json.loads((data_env / "c" / "metrics.json").read_text())["feature_cache"] != folder
+
+    # the captioner, reloaded with its frozen encoder, gives from pixels what it gave from the cache
+    model, vocab, config = pipeline.load_captioner(data_env / "a")
+    assert config.model.feature_cache and not any(p.requires_grad for p in model.encoder.encoder.parameters())
+    test = coco_split(coco, "test")
+    images = torch.stack([test.get_uint8(i)[0] for i in range(len(test))])
+    cache = fc.FeatureCache.open(folder)
+    rows = torch.tensor([cache.image_ids.index(i) for i in test.image_ids])
+    cached = pipeline.Captioner(model.config, encoder=pipeline._encoder_for(config, fc.MappedFeatures(cache)))
+    cached.load_state_dict(model.state_dict(), strict=False)
+    idx = torch.randint(4, len(vocab), (len(test), 5))
+    with torch.no_grad():
+        from_pixels, _ = model(images.float() / 255, idx)
+        from_cache, _ = cached.eval()(rows, idx)
+    assert torch.allclose(from_pixels, from_cache, atol=0.05, rtol=0.01)  # float16 features
+    assert (from_pixels - from_cache).abs().max() > 0  # really two paths (cache rounded to float16)
+    # the encoder comes from the run's encoder.pt (not rebuilt from the seed): change it, and it shows
+    saved = torch.load(data_env / "a" / "encoder.pt", weights_only=True)
+    torch.save({k: v * 1.5 if v.is_floating_point() else v for k, v in saved.items()}, data_env / "a" / "encoder.pt")
+    changed, _, _ = pipeline.load_captioner(data_env / "a")
+    with torch.no_grad():
+        assert not torch.allclose(changed(images.float() / 255, idx)[0], from_cache, atol=0.05, rtol=0.01)
+    torch.save(saved, data_env / "a" / "encoder.pt")
+    capsys.readouterr()
+    good = next((coco / "val2014").glob("*.png"))
+    assert cli.main(["caption", "--run-dir", str(data_env / "a"), str(good)]) == 0
+    assert capsys.readouterr().out.startswith(f"{good}\t")
+
+
+def test_feature_cache_needs_a_frozen_encoder(capsys):
+    assert cli.main(["train", "--feature-cache", "--no-progress"]) == 2
+    assert "model.feature_cache needs model.freeze_encoder" in capsys.readouterr().err

@@ -6,7 +6,7 @@
     velm-course evaluate RUN_DIR               score a trained run on the test split (beam search),
                                                write the COCO results file results_test.json
     velm-course caption --run-dir RUN_DIR IMAGE...   caption image files
-    velm-course fetch coco --dest DIR          download COCO 2014 captions and Karpathy's split
+    velm-course fetch coco [--dest DIR] [--year 2017]   download COCO captions and Karpathy's split (checked, resumable)
 
 Every setting of the run config (``velm_course.engine.config``) is an option of ``train``:
 ``velm-course train --help`` lists them with their meaning. Several GPUs:
@@ -217,9 +217,21 @@ def _caption(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     from .data.coco import fetch_coco
+    from .profiles import data_dir
 
-    fetch_coco(args.dest)
-    print(f"COCO is in {args.dest}")
+    dest = args.dest or str(data_dir() / "coco")
+    # pass only what was asked for, so fetch_coco's own defaults stay the defaults
+    options = {}
+    if args.year is not None:
+        options["year"] = args.year
+    if args.keep_archives:
+        options["keep_archives"] = True
+    try:
+        fetch_coco(dest, **options)
+    except OSError as err:  # the network kept failing, or the disk is full: say so, no traceback
+        print(f"velm-course: error: {err}", file=sys.stderr)
+        return 1
+    print(f"COCO is in {dest}")
     return 0
 
 
@@ -258,7 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = sub.add_parser("fetch", help="download a dataset")
     fetch.add_argument("dataset", choices=["coco"])
-    fetch.add_argument("--dest", required=True, help="folder to download into")
+    fetch.add_argument("--dest", default=None,
+                       help="folder to download into (default: $VELM_DATA_DIR/coco, see velm_course.profiles.data_dir)")
+    fetch.add_argument("--year", type=int, choices=[2014, 2017], default=None,
+                       help="COCO 2014 (default; Karpathy's split uses its file names) or 2017, the same images")
+    fetch.add_argument("--keep-archives", action="store_true",
+                       help="keep the downloaded zips after unpacking (default: delete them)")
     fetch.set_defaults(func=_fetch)
     return parser
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -89,9 +90,18 @@ def _vocab(run_dir: Path, cfg: RunConfig, train_set) -> tuple[CaptionVocab, int]
     return vocab, max_words
 
 
-def _uint8_images(dataset, limit: int | None = None) -> torch.Tensor:
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    return torch.stack([dataset.get_uint8(i)[0] for i in range(n)])  # (n, 3, H, W)
+def _uint8_images(dataset, limit: int | None = None, start: int = 0) -> torch.Tensor:
+    stop = len(dataset) if limit is None else min(start + limit, len(dataset))
+    return torch.stack([dataset.get_uint8(i)[0] for i in range(start, stop)])  # (n, 3, H, W)
+
+
+def _split_features(model, dataset, images: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+    """Pooled features of every image of a split: from its decoded images when they are in
+    memory, else decoded a batch at a time (COCO's training split would take ~17 GB decoded)."""
+    if images is not None:
+        return image_features(model, images, batch_size)
+    return torch.cat([image_features(model, _uint8_images(dataset, batch_size, start), batch_size)
+                      for start in range(0, len(dataset), batch_size)])
 
 
 def captioner_config(cfg: RunConfig, vocab_size: int, max_words: int, blind: bool = False) -> CaptionerConfig:
@@ -101,6 +111,88 @@ def captioner_config(cfg: RunConfig, vocab_size: int, max_words: int, blind: boo
         vocab_size=vocab_size, d_model=m.d_model, n_layer=m.n_layer, n_head=m.n_head, max_len=max_words + 2,
         dropout=m.dropout, image_size=cfg.data.image_size, encoder=m.encoder, pretrained=m.pretrained,
         freeze_encoder=m.freeze_encoder, fusion=m.fusion, blind=blind)
+
+
+# ----------------------------------------------------------------------------------------------
+# A frozen encoder's features, computed once (model.feature_cache)
+
+class _AllSplits:
+    """Every image of a run's splits as one list (train, val, test, compositional), so one
+    feature cache serves them all; ``rows(split)`` are a split's row numbers in it."""
+
+    def __init__(self, data):
+        self.parts = [(name, data.split(name)) for name in ("train", "val", "test", "compositional")
+                      if name != "compositional" or getattr(data, "compositional", None) is not None]
+        self.starts, start = {}, 0
+        for name, ds in self.parts:
+            self.starts[name] = start
+            start += len(ds)
+        self.image_ids = [i for _, ds in self.parts for i in ds.image_ids]
+        self.file_names = [f"{name}/{f}" for name, ds in self.parts for f in ds.file_names]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def get_uint8(self, row: int):
+        for name, ds in reversed(self.parts):
+            if row >= self.starts[name]:
+                return ds.get_uint8(row - self.starts[name])
+        raise IndexError(row)
+
+    def rows(self, name: str) -> torch.Tensor:
+        start = self.starts[name]
+        return torch.arange(start, start + len(dict(self.parts)[name]))  # (n,) int64
+
+
+def frozen_backbone(cfg: RunConfig) -> torch.nn.Module:
+    """The frozen encoder a feature-cache run caches: the named encoder at its own width (no
+    projection; the run trains one), in eval mode, without gradients."""
+    from .vision.encoders import build_image_encoder
+
+    torch.manual_seed(cfg.train.seed)  # random weights (no ImageNet ones) are the same on every launch
+    backbone = build_image_encoder(cfg.model.encoder, None, cfg.data.image_size, pretrained=cfg.model.pretrained)
+    return backbone.eval().requires_grad_(False)
+
+
+def cached_features(cfg: RunConfig, data, run_dir: Path, progress: bool = True):
+    """Run the frozen encoder once over every image of ``data`` into an on-disk cache, or finish
+    or reuse the one a previous run left; returns the features as an encoder that takes row
+    numbers (``MappedFeatures``), each split's row numbers, and the cache folder.
+
+    The cache lives under ``$VELM_DATA_DIR/features/``, named by the dataset, the encoder, the
+    image size and hashes of the weights and of the image list, so runs with the same frozen
+    encoder share it and nothing else does. The backbone's weights are also saved in the run
+    folder (``encoder.pt``): captioning new images needs the encoder itself.
+    """
+    from .profiles import data_dir
+    from .vision.feature_cache import (
+        MappedFeatures,
+        build_feature_cache,
+        image_list_fingerprint,
+        weights_fingerprint,
+    )
+
+    backbone = frozen_backbone(cfg)
+    if not (run_dir / "encoder.pt").exists():
+        torch.save(backbone.state_dict(), run_dir / "encoder.pt")
+    images = _AllSplits(data)
+    name = cfg.model.encoder + ("" if cfg.model.pretrained else "-random")
+    tag = f"{weights_fingerprint(backbone)[:8]}-{image_list_fingerprint(images, images.image_ids)[:8]}"
+    folder = data_dir() / "features" / f"{data.name}-{name}-{cfg.data.image_size}px-{tag}"
+    device = resolve_device(cfg.train.device)
+    cache = build_feature_cache(backbone.to(device), images, folder, batch_size=cfg.eval.batch_size,
+                                encoder_name=name, progress=progress, num_workers=cfg.data.num_workers,
+                                autocast=device.type == "cuda")
+    return MappedFeatures(cache), {split: images.rows(split) for split, _ in images.parts}, folder
+
+
+def _encoder_for(cfg: RunConfig, features: torch.nn.Module | None) -> torch.nn.Module | None:
+    """The captioner's encoder: the cached features (or the frozen backbone itself, to caption
+    new images) followed by a trained projection to the decoder's width; None: build it from
+    the config as usual."""
+    from .vision.encoders import Projected
+
+    return None if features is None else Projected(features, cfg.model.d_model)
 
 
 def load_captioner(run_dir: str | Path, which: str = "best", prefix: str = "") -> tuple[Captioner, CaptionVocab, RunConfig]:
@@ -120,8 +212,19 @@ def load_captioner(run_dir: str | Path, which: str = "best", prefix: str = "") -
     vocab = CaptionVocab(state["vocab"])
     # the encoder's ImageNet weights, if any, are in the checkpoint: do not download them again
     model_cfg = captioner_config(config, len(vocab), state["max_words"], blind=bool(prefix))
-    model = Captioner(CaptionerConfig(**{**model_cfg.__dict__, "pretrained": False}))
-    model.load_state_dict(state["model"])
+    if config.model.feature_cache and not prefix:
+        # trained on cached features: the frozen backbone's weights are in encoder.pt
+        backbone = frozen_backbone(replace(config, model=replace(config.model, pretrained=False)))
+        backbone.load_state_dict(torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True))
+        model = Captioner(replace(model_cfg, freeze_encoder=False, pretrained=False),
+                          encoder=_encoder_for(config, backbone))
+        model.encoder.encoder.requires_grad_(False)
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or any(not k.startswith("encoder.encoder.") for k in missing):
+            raise RuntimeError(f"{path} does not fit its config: missing {missing}, unexpected {unexpected}")
+    else:
+        model = Captioner(CaptionerConfig(**{**model_cfg.__dict__, "pretrained": False}))
+        model.load_state_dict(state["model"])
     return model.eval(), vocab, config
 
 
@@ -133,13 +236,23 @@ def _load_selected(model: torch.nn.Module, run_dir: Path, prefix: str) -> int:
     return state["step"]
 
 
-def caption_pairs(cfg: RunConfig, data, vocab: CaptionVocab, max_words: int, progress: bool = True):
-    """The training and validation caption pairs of a run, and ``val_batches()`` for the engine."""
+def caption_pairs(cfg: RunConfig, data, vocab: CaptionVocab, max_words: int, progress: bool = True,
+                  rows: dict[str, torch.Tensor] | None = None):
+    """The training and validation caption pairs of a run, and ``val_batches()`` for the engine.
+    With ``rows`` (each split's row numbers in a feature cache) the pairs carry those, not images."""
     # small datasets are decoded once (8 % of a ci step, benchmarks/HISTORY.md); big ones, such as
     # COCO's 113k training images (~17 GB decoded at 224 px), are decoded by DataLoader workers
-    in_memory = cfg.data.in_memory and len(data.train) * 3 * cfg.data.image_size**2 <= IN_MEMORY_LIMIT
-    train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=in_memory, progress=progress)
-    val_pairs = CaptionPairs(data.val, vocab, max_words, in_memory=in_memory)
+    in_memory = (rows is None and cfg.data.in_memory
+                 and len(data.train) * 3 * cfg.data.image_size**2 <= IN_MEMORY_LIMIT)
+    rows = rows or {}
+
+    def tokens(split: str):
+        return data.caption_tokens(split, vocab, max_words) if data.caption_tokens is not None else None
+
+    train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=in_memory, progress=progress,
+                               rows=rows.get("train"), tokens=tokens("train"))
+    val_pairs = CaptionPairs(data.val, vocab, max_words, in_memory=in_memory, rows=rows.get("val"),
+                             tokens=tokens("val"))
 
     def val_batches():
         # its own generator: a loader without one draws a seed from the global random state,
@@ -152,14 +265,21 @@ def caption_pairs(cfg: RunConfig, data, vocab: CaptionVocab, max_words: int, pro
 
 def fit_captioner(
     cfg: RunConfig, train_pairs, val_batches, vocab: CaptionVocab, max_words: int, run_dir: Path,
-    blind: bool = False, prefix: str = "", progress: bool = True,
+    blind: bool = False, prefix: str = "", progress: bool = True, features: torch.nn.Module | None = None,
 ) -> tuple[Captioner, list[dict], float, int]:
     """Train the captioner ``cfg`` describes through the engine, continuing from its checkpoint in
     ``run_dir`` if there is one, and load the checkpoint with the lowest validation loss (model
-    selection on validation). Returns (model, history, training seconds, selected step)."""
+    selection on validation). ``features`` (cached features served by row number, see
+    ``cached_features``) replace the encoder; a projection to the decoder's width is trained on
+    them. Returns (model, history, training seconds, selected step)."""
     pin = torch.cuda.is_available() and cfg.train.device != "cpu"
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every run and every resume
-    model = Captioner(captioner_config(cfg, len(vocab), max_words, blind)).to(memory_format=torch.channels_last)
+    model_cfg = captioner_config(cfg, len(vocab), max_words, blind)
+    if features is not None and not blind:
+        # the features are fixed already; the projection on top of them trains
+        model_cfg = replace(model_cfg, freeze_encoder=False, pretrained=False)
+    encoder = None if blind else _encoder_for(cfg, features)
+    model = Captioner(model_cfg, encoder=encoder).to(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     history = fit(
         model, captioner_loss,
@@ -230,14 +350,16 @@ def train_and_evaluate(
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")  # on resume: the same settings, perhaps with more steps
     vocab, max_words = _vocab(run_dir, cfg, data.train)
-    train_pairs, val_pairs, val_batches = caption_pairs(cfg, data, vocab, max_words, progress)
+    features, feature_rows, cache_folder = (cached_features(cfg, data, run_dir, progress) if cfg.model.feature_cache
+                                    else (None, None, None))
+    train_pairs, val_pairs, val_batches = caption_pairs(cfg, data, vocab, max_words, progress, feature_rows)
 
     models, histories, seconds, selected, nll = {}, {}, {}, {}, {}
     device = resolve_device(cfg.train.device)
     # the blind baseline gets the captioner's budget: the same steps, the same early stopping
     for name, blind, prefix in [("model", False, ""), ("blind", True, "baseline_")]:
         model, histories[name], seconds[name], step = fit_captioner(
-            cfg, train_pairs, val_batches, vocab, max_words, run_dir, blind, prefix, progress)
+            cfg, train_pairs, val_batches, vocab, max_words, run_dir, blind, prefix, progress, features)
         selected[name] = {"step": step, "trained_steps": histories[name][-1]["step"]}
         # what the image is worth: held-out cross-entropy per token over the whole validation split
         nll[name] = evaluate_loss(model.to(device), captioner_loss, val_batches(), len(val_pairs), device)
@@ -251,7 +373,11 @@ def train_and_evaluate(
 
     # every other choice on validation too: the decoding, and the one fixed caption
     val_refs = data.val.captions_by_id()
-    val_images = val_pairs.images if val_pairs.images is not None else _uint8_images(data.val)
+    # what the models read of a split: its row numbers in the feature cache, or its decoded images
+    def model_inputs(split: str, ds) -> torch.Tensor:
+        return feature_rows[split] if feature_rows is not None else _uint8_images(ds)
+
+    val_images = val_pairs.images if val_pairs.images is not None else model_inputs("val", data.val)
     val_content = data.content_scores.get("val")
     decoding = {}
     for name, model in models.items():
@@ -260,8 +386,9 @@ def train_and_evaluate(
     train_refs = data.train.captions_by_id()
     fixed, fixed_val_cider = fixed_caption([c for caps in train_refs.values() for c in caps], val_refs)
     # the nearest-neighbour row retrieves a training caption by the captioner's own encoder
-    train_images = train_pairs.images if train_pairs.images is not None else _uint8_images(data.train)
-    train_feats = image_features(models["model"], train_images, cfg.eval.batch_size)
+    train_feats = _split_features(models["model"], data.train,
+                                  feature_rows["train"] if feature_rows is not None else train_pairs.images,
+                                  cfg.eval.batch_size)
     train_captions = [train_refs[i][0] for i in data.train.image_ids]
 
     metrics = {}
@@ -272,7 +399,7 @@ def train_and_evaluate(
         ds = data.split(split)
         refs = ds.captions_by_id()
         ids = ds.image_ids
-        images = _uint8_images(ds)
+        images = model_inputs(split, ds)
         human, others = human_row(refs)
         rows = {
             name: dict(zip(ids, caption_images(m, images, vocab, cfg.eval.batch_size, decoding[name]["beam_width"]),
@@ -296,6 +423,8 @@ def train_and_evaluate(
     metrics["nll"] = nll_report
     metrics["skipped_images"] = {s: data.split(s).num_skipped for s in ("train", "val", *captions_by_split)}
     metrics["train_seconds"] = seconds
+    if cache_folder is not None:
+        metrics["feature_cache"] = str(cache_folder)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     for split, (ids, rows, _, _) in captions_by_split.items():
         (run_dir / f"captions_{split}.json").write_text(json.dumps(
@@ -306,8 +435,8 @@ def train_and_evaluate(
 
     plt.close(plot_loss_curves({"captioner": histories["model"], "blind baseline": histories["blind"]},
                                run_dir / "loss_curve.png"))
-    ids, rows, images, refs = captions_by_split["test"]
+    ids, test_rows, _, refs = captions_by_split["test"]
     k = min(cfg.eval.n_samples, len(ids))
-    plt.close(plot_caption_grid(images[:k], [rows["model"][i] for i in ids[:k]], [refs[i] for i in ids[:k]],
-                                run_dir / "samples.png"))
+    plt.close(plot_caption_grid(_uint8_images(data.test, k), [test_rows["model"][i] for i in ids[:k]],
+                                [refs[i] for i in ids[:k]], run_dir / "samples.png"))
     return run_dir

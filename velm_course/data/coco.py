@@ -19,29 +19,20 @@ a malformed annotation file raises ``DatasetFormatError`` naming the file and th
 from __future__ import annotations
 
 import json
-import os
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-# The official COCO 2014 files and Karpathy's split (a zip with dataset_coco.json and the
-# Flickr8k/30k split files). The Karpathy zip is hosted on a personal university page and
-# has moved before; if it is gone, any copy of dataset_coco.json placed in the COCO folder
-# works the same (mirrors exist on Kaggle and in several repositories).
-COCO_URLS = {
-    "annotations_trainval2014.zip":
-        "http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
-    "caption_datasets.zip":
-        "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip",
-    "val2014.zip": "http://images.cocodataset.org/zips/val2014.zip",  # ~6 GB
-    "train2014.zip": "http://images.cocodataset.org/zips/train2014.zip",  # ~13 GB
-}
+from .download import COCO_2014, COCO_2017, Remote, download, safe_extract
+
+# The official files, with sizes and checksums, are the tables in ``download.py``;
+# {file name: url} of COCO 2014 stays here for code that imports it.
+COCO_URLS = {remote.name: remote.url for remote in COCO_2014}
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 
 
@@ -51,6 +42,16 @@ class DatasetFormatError(ValueError):
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset folder or file is missing; the message says how to get it."""
+
+
+class UnreadableImagesError(RuntimeError):
+    """More of a split's images are missing or damaged than a run should quietly skip."""
+
+
+# A few bad files in 120,000 are normal (an interrupted unzip, a disk hiccup) and skipping them
+# costs nothing; many mean a broken download or the wrong folder, and training on what is left
+# would give numbers that look fine and mean little. Past this fraction of a split, stop.
+MAX_UNREADABLE = 0.01
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,28 +199,38 @@ class CocoCaptions(Dataset):
     checked once here and unreadable ones are left out; with ``verify=False`` (faster on big
     sets) an image that fails to decode in ``__getitem__`` is counted and the next readable
     item is returned instead. Either way ``skipped`` lists the bad files (in DataLoader
-    worker processes each worker keeps its own count).
+    worker processes each worker keeps its own count). When more than ``max_unreadable`` of
+    the split's images (a fraction; at least one image is always allowed) turn out to be
+    unreadable, ``UnreadableImagesError`` stops the run and names them.
 
     >>> ds = CocoCaptions("images/val", "annotations/captions_val.json")  # doctest: +SKIP
     >>> ds.captions_by_id()[ds.image_ids[0]]                              # doctest: +SKIP
     ['a red circle', ...]
     """
 
-    def __init__(self, root, ann_file, image_size: int | None = None, verify: bool = True):
+    def __init__(self, root, ann_file, image_size: int | None = None, verify: bool = True,
+                 max_unreadable: float = MAX_UNREADABLE):
         records = read_coco_captions(ann_file)
-        self._setup(Path(root), records, image_size, verify, source=Path(ann_file).name)
+        self._setup(Path(root), records, image_size, verify, source=Path(ann_file).name,
+                    max_unreadable=max_unreadable)
 
     @classmethod
     def from_records(cls, root, records, image_size: int | None = None, verify: bool = True,
-                     source: str = "records") -> CocoCaptions:
+                     source: str = "records", max_unreadable: float = MAX_UNREADABLE) -> CocoCaptions:
         """Build from ``[(image_id, path relative to root, [captions]), ...]``."""
         self = cls.__new__(cls)
-        self._setup(Path(root), list(records), image_size, verify, source)
+        self._setup(Path(root), list(records), image_size, verify, source, max_unreadable)
         return self
 
-    def _setup(self, root: Path, records, image_size, verify: bool, source: str) -> None:
+    def _setup(self, root: Path, records, image_size, verify: bool, source: str,
+               max_unreadable: float = MAX_UNREADABLE) -> None:
         if image_size is not None and image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
+        if not 0 <= max_unreadable <= 1:
+            raise ValueError(f"max_unreadable is a fraction of the images, in [0, 1]; got {max_unreadable}")
+        # how many bad images are skipped before the run stops; one is always forgiven, so a
+        # single damaged file cannot stop a run on a small set
+        self.max_skipped = max(1, int(max_unreadable * len(records)))
         self.root = root
         self.image_size = image_size
         self.source = source  # the annotation file's name, used in messages
@@ -231,6 +242,7 @@ class CocoCaptions(Dataset):
                 self.skipped.append(file_name)
                 continue
             self._items.append((image_id, file_name, captions))
+        self._check_skipped(len(records))
         if self.skipped:
             self._warned = True
             warnings.warn(f"{source}: skipped {len(self.skipped)} missing or unreadable image(s), "
@@ -243,6 +255,11 @@ class CocoCaptions(Dataset):
     @property
     def image_ids(self) -> list[int]:
         return [image_id for image_id, _, _ in self._items]
+
+    @property
+    def file_names(self) -> list[str]:
+        """Each image's file, relative to ``root``, in item order."""
+        return [file_name for _, file_name, _ in self._items]
 
     def captions_by_id(self) -> dict[int, list[str]]:
         """``{image_id: [captions]}``: the references a caption metric compares against."""
@@ -272,9 +289,20 @@ class CocoCaptions(Dataset):
             return x.permute(2, 0, 1).contiguous(), list(captions)  # (3, H, W)
         raise RuntimeError(f"{self.source}: none of the {n} images could be read")
 
+    def _check_skipped(self, n_images: int) -> None:
+        if len(self.skipped) > self.max_skipped:
+            shown = ", ".join(self.skipped[:10]) + (", ..." if len(self.skipped) > 10 else "")
+            raise UnreadableImagesError(
+                f"{self.source}: {len(self.skipped)} of {n_images} images are missing or cannot be read, "
+                f"more than the {self.max_skipped} a run skips quietly: {shown} (under {self.root}). "
+                "An interrupted unzip or a damaged copy is the usual cause. For COCO, delete the image "
+                "folder and its marker (e.g. train2014/ and .train2014.zip.done) and run velm-course fetch "
+                "coco again; or pass a larger max_unreadable.")
+
     def _note_unreadable(self, file_name: str) -> None:
         if file_name not in self.skipped:
             self.skipped.append(file_name)
+            self._check_skipped(len(self._items))
         if not self._warned:
             self._warned = True
             warnings.warn(f"{self.source}: cannot read {file_name}; skipping it and any other "
@@ -282,54 +310,113 @@ class CocoCaptions(Dataset):
 
 
 def load_karpathy_split(root, split_file, split: str, image_size: int | None = None,
-                        verify: bool = True) -> CocoCaptions:
+                        verify: bool = True, max_unreadable: float = MAX_UNREADABLE) -> CocoCaptions:
     """A split of a Karpathy-style split file; image paths are ``root/filepath/filename``.
 
     >>> ds = load_karpathy_split("coco", "coco/dataset_coco.json", "test")  # doctest: +SKIP
     """
     records = read_karpathy_split(split_file, split)
     return CocoCaptions.from_records(root, records, image_size=image_size, verify=verify,
-                                     source=Path(split_file).name)
+                                     source=Path(split_file).name, max_unreadable=max_unreadable)
 
 
-def _require(path: Path, root: Path) -> Path:
+def check_disjoint(splits: dict[str, list[int]]) -> None:
+    """Raise ``DatasetFormatError`` if any image id is in two of the named splits.
+
+    A test image seen in training makes every test score a memory test. The Karpathy split
+    keeps its splits apart; a hand-made mix (COCO 2017's train with Karpathy's test, say)
+    does not, and this is the check that notices.
+
+    >>> check_disjoint({"train": [1, 2], "test": [3]})
+    >>> check_disjoint({"train": [1, 2], "val": [4], "test": [2, 3]})
+    Traceback (most recent call last):
+    ...
+    velm_course.data.coco.DatasetFormatError: 1 image(s) are in both train and test, e.g. image id 2
+    """
+    names = list(splits)
+    for i, a in enumerate(names):
+        ids_a = set(splits[a])
+        for b in names[i + 1:]:
+            shared = sorted(ids_a.intersection(splits[b]))
+            if shared:
+                raise DatasetFormatError(f"{len(shared)} image(s) are in both {a} and {b}, "
+                                         f"e.g. image id {shared[0]}")
+
+
+def _require(path: Path, root: Path, year: int = 2014) -> Path:
     if not path.exists():
-        raise DatasetNotFoundError(
-            f"COCO not found: {path} is missing. Fetch it with: velm-course fetch coco --dest {root}")
+        raise DatasetNotFoundError(f"COCO not found: {path} is missing. Fetch it with: "
+                                   f"velm-course fetch coco --dest {root}" + (" --year 2017" if year == 2017 else ""))
     return path
 
 
+def _records_in_2017_layout(root: Path, records):
+    """Karpathy's records (2014 file names) pointed at the same images in COCO 2017's folders.
+
+    COCO 2017 holds the same images as 2014 under the same ids, re-split into train2017 and
+    val2017 and renamed ``<id:012d>.jpg``; the 2017 caption files say which folder has which id.
+    """
+    folder_of = {}
+    for folder in ("train2017", "val2017"):
+        for image_id, file_name, _ in read_coco_captions(
+                _require(root / "annotations" / f"captions_{folder}.json", root, 2017)):
+            folder_of[image_id] = f"{folder}/{file_name}"
+    missing = [image_id for image_id, _, _ in records if image_id not in folder_of]
+    if missing:
+        raise DatasetFormatError(f"{len(missing)} image(s) of dataset_coco.json are in neither COCO 2017 "
+                                 f"caption file, e.g. id {missing[0]}")
+    return [(image_id, folder_of[image_id], captions) for image_id, _, captions in records]
+
+
 def coco_split(root, split: str, image_size: int | None = None, scheme: str = "karpathy",
-               verify: bool = False) -> CocoCaptions:
-    """COCO 2014 captions from the standard layout under ``root``.
+               verify: bool = False, year: int = 2014, max_unreadable: float = MAX_UNREADABLE) -> CocoCaptions:
+    """COCO captions from the standard layout under ``root`` (what ``velm-course fetch coco``
+    writes).
 
     ``scheme="karpathy"`` (the usual one for captioning) reads ``dataset_coco.json`` with the
-    splits train (with restval), val and test, over images in ``train2014/`` and
-    ``val2014/``; ``scheme="official"`` reads ``annotations/captions_<split>2014.json``
-    (train or val). Verification is off by default: checking 120k files takes a while.
+    splits train (with restval), val and test: 113,287 / 5,000 / 5,000 images on real COCO.
+    With ``year=2014`` the images are read from ``train2014/`` and ``val2014/``; with
+    ``year=2017`` the same images are read from ``train2017/`` and ``val2017/`` (the same
+    pictures under the same ids, renamed), so the split, and every paper's test set, stay the
+    same. ``scheme="official"`` reads ``annotations/captions_<split><year>.json`` (train or
+    val). Beware: COCO 2017's official train contains most of the 5,000 Karpathy test images
+    (2017's val is 5,000 of 2014's 40,504 val images; the rest of 2014's val went into train),
+    so a model trained on it must not be scored on the Karpathy test. Verification is off by
+    default (checking 120k files takes a while); unreadable images are then skipped when they
+    are first read, up to ``max_unreadable`` of the split.
     """
+    if year not in (2014, 2017):
+        raise ValueError(f"COCO captions come as 2014 or 2017, not {year!r}")
     root = Path(root)
-    _require(root, root)
+    _require(root, root, year)
+    for folder in (f"train{year}", f"val{year}"):
+        _require(root / folder, root, year)
+    kept = {"image_size": image_size, "verify": verify, "max_unreadable": max_unreadable}
     if scheme == "karpathy":
-        split_file = _require(root / "dataset_coco.json", root)
-        _require(root / "train2014", root)
-        _require(root / "val2014", root)
-        return load_karpathy_split(root, split_file, split, image_size=image_size, verify=verify)
+        split_file = _require(root / "dataset_coco.json", root, year)
+        records = read_karpathy_split(split_file, split)
+        if year == 2017:
+            records = _records_in_2017_layout(root, records)
+        return CocoCaptions.from_records(root, records, source=split_file.name, **kept)
     if scheme == "official":
         if split not in ("train", "val"):
-            raise ValueError(f"the official COCO 2014 captions have train and val, not {split!r}")
-        image_dir = _require(root / f"{split}2014", root)
-        ann_file = _require(root / "annotations" / f"captions_{split}2014.json", root)
-        return CocoCaptions(image_dir, ann_file, image_size=image_size, verify=verify)
+            raise ValueError(f"the official COCO {year} captions have train and val, not {split!r}")
+        ann_file = _require(root / "annotations" / f"captions_{split}{year}.json", root, year)
+        return CocoCaptions(root / f"{split}{year}", ann_file, **kept)
     raise ValueError(f"unknown scheme {scheme!r}; expected 'karpathy' or 'official'")
 
 
-def pack_shapes_as_coco(shapes_root, dest) -> Path:
-    """Copy a generated shapes dataset into COCO 2014's layout, so every COCO code path can run
-    offline: ``train2014/`` and ``val2014/`` images named ``COCO_<folder>_<id:012d>.png``,
-    ``annotations/captions_{train,val}2014.json`` and a Karpathy ``dataset_coco.json`` whose
-    train, val and test splits are the shapes train, val and test splits (val and test images
-    live in ``val2014/``, as Karpathy's do). Returns ``dest``; ``coco_split(dest, ...)`` reads it.
+def pack_shapes_as_coco(shapes_root, dest, year: int = 2014) -> Path:
+    """Copy a generated shapes dataset into COCO's layout, so every COCO code path can run
+    offline. Returns ``dest``; ``coco_split(dest, ..., year=year)`` reads it.
+
+    Both years get a Karpathy ``dataset_coco.json`` whose train, val and test splits are the
+    shapes train, val and test splits, written as the real one is (2014 folders and names).
+    ``year=2014``: ``train2014/`` and ``val2014/`` images named ``COCO_<folder>_<id:012d>.png``
+    (val and test images live in ``val2014/``, as Karpathy's do) and
+    ``annotations/captions_{train,val}2014.json``. ``year=2017``: images named ``<id:012d>.png``
+    in ``train2017/`` and ``val2017/``, with every other test image in ``train2017/``, as in
+    the real COCO 2017, whose train holds most of Karpathy's test images.
 
     >>> root = pack_shapes_as_coco(shapes_root, tmp / "coco")  # doctest: +SKIP
     >>> len(coco_split(root, "test")) == len(shapes_split(shapes_root, "test"))  # doctest: +SKIP
@@ -337,24 +424,32 @@ def pack_shapes_as_coco(shapes_root, dest) -> Path:
     """
     import shutil
 
+    if year not in (2014, 2017):
+        raise ValueError(f"COCO captions come as 2014 or 2017, not {year!r}")
     shapes_root, dest = Path(shapes_root), Path(dest)
-    folders = {"train": "train2014", "val": "val2014", "test": "val2014"}
-    official = {"train2014": {"images": [], "annotations": []}, "val2014": {"images": [], "annotations": []}}
+    karpathy_folder = {"train": "train2014", "val": "val2014", "test": "val2014"}
+    official = {f"{part}{year}": {"images": [], "annotations": []} for part in ("train", "val")}
     karpathy = []
-    for split, folder in folders.items():
+    for split, folder14 in karpathy_folder.items():
         data = _load_json(shapes_root / "annotations" / f"captions_{split}.json")
-        (dest / folder).mkdir(parents=True, exist_ok=True)
-        captions: dict[int, list[str]] = {}
+        annotations: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
-            captions.setdefault(ann["image_id"], []).append(ann["caption"])
-        for img in data["images"]:
-            name = f"COCO_{folder}_{img['id']:012d}{Path(img['file_name']).suffix}"
+            annotations.setdefault(ann["image_id"], []).append(ann)
+        for k, img in enumerate(data["images"]):
+            suffix = Path(img["file_name"]).suffix
+            name14 = f"COCO_{folder14}_{img['id']:012d}{suffix}"
+            if year == 2014:
+                folder, name = folder14, name14
+            else:
+                folder = "train2017" if split == "train" or (split == "test" and k % 2 == 0) else "val2017"
+                name = f"{img['id']:012d}{suffix}"
+            (dest / folder).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(shapes_root / "images" / split / img["file_name"], dest / folder / name)
             official[folder]["images"].append({"id": img["id"], "file_name": name, "height": img["height"],
                                                "width": img["width"]})
-            karpathy.append({"filepath": folder, "filename": name, "cocoid": img["id"], "split": split,
-                             "sentences": [{"raw": c} for c in captions[img["id"]]]})
-        official[folder]["annotations"] += data["annotations"]
+            official[folder]["annotations"] += annotations[img["id"]]
+            karpathy.append({"filepath": folder14, "filename": name14, "cocoid": img["id"], "split": split,
+                             "sentences": [{"raw": a["caption"]} for a in annotations[img["id"]]]})
     (dest / "annotations").mkdir(exist_ok=True)
     for folder, data in official.items():
         (dest / "annotations" / f"captions_{folder}.json").write_text(json.dumps(data))
@@ -365,69 +460,41 @@ def pack_shapes_as_coco(shapes_root, dest) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Downloading
 
-def _download(url: str, target: Path, progress: bool, chunk: int = 1 << 20) -> None:
-    """Stream ``url`` into ``target.part``, then rename it to ``target``.
-
-    A leftover ``.part`` from an interrupted run is resumed with an HTTP Range request when the
-    server honours it (answers 206); otherwise the download starts over.
-    """
-    from tqdm.auto import tqdm
-
-    part = target.with_name(target.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as e:
-        if e.code != 416 or not have:  # 416: the range starts at or past the end; start over
-            raise
-        part.unlink()
-        return _download(url, target, progress, chunk)
-    with response:
-        if have and getattr(response, "status", None) != 206:
-            have = 0  # the server sent the whole file (file:// URLs always do)
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
-        with open(part, "ab" if have else "wb") as f, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, desc=target.name,
-            disable=not progress,
-        ) as bar:
-            while block := response.read(chunk):
-                f.write(block)
-                bar.update(len(block))
-    if total is not None and part.stat().st_size != total:
-        raise OSError(f"download of {url} stopped at {part.stat().st_size} of {total} bytes; "
-                      "run the fetch again to resume")
-    os.replace(part, target)
-
-
-def fetch_coco(dest, urls: dict[str, str] = COCO_URLS, progress: bool = True,
+def fetch_coco(dest, year: int = 2014, remotes: Sequence[Remote] | None = None, progress: bool = True,
                keep_archives: bool = False) -> Path:
-    """Download and unpack COCO 2014 captions (and Karpathy's split) into ``dest``.
+    """Download and unpack COCO captions of ``year`` (2014 or 2017) and Karpathy's split into
+    ``dest``, or the files ``remotes`` names (``download.Remote``; tests use local URLs).
 
-    Each archive is downloaded to ``<name>.part`` and renamed when complete, then unzipped into
-    ``dest``; a marker ``.<name>.done`` records the unpacking, so running the fetch again skips
-    finished files and resumes an interrupted download. Archives are deleted after unpacking
-    unless ``keep_archives``. This is ~19 GB of downloads and as much again unpacked.
+    Each archive is fetched by ``download.download`` (disk space checked first, resumed after
+    an interruption, size and md5 checked, then renamed from ``<name>.part``) and unpacked by
+    ``download.safe_extract`` into ``dest``; a marker ``.<name>.done`` records the unpacking,
+    so running the fetch again skips finished files and resumes an interrupted download.
+    Archives are deleted after unpacking unless ``keep_archives``. COCO 2014 is ~20 GB of
+    downloads and as much again unpacked (2017: ~20 GB too).
 
     >>> fetch_coco("data/coco")  # doctest: +SKIP
     """
+    if remotes is None:
+        tables = {2014: COCO_2014, 2017: COCO_2017}
+        if year not in tables:
+            raise ValueError(f"COCO captions come as 2014 or 2017, not {year!r}")
+        remotes = tables[year]
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name, url in urls.items():
+    for remote in remotes:
+        name = remote.name
         archive, done = dest / name, dest / f".{name}.done"
         if done.exists():
             continue
-        if not archive.exists():
-            _download(url, archive, progress)
-        if not zipfile.is_zipfile(archive):
+        # reserve: unpacked JPEGs take about as much room as their zip, next to it until deleted
+        download(remote, dest, progress=progress, reserve=remote.size or 0)
+        if not zipfile.is_zipfile(archive):  # e.g. an HTML error page, when no md5 is published
             archive.unlink()
             raise DatasetFormatError(
-                f"{name}: the downloaded file from {url} is not a zip archive (deleted it; "
+                f"{name}: the downloaded file from {remote.url} is not a zip archive (deleted it; "
                 "check the URL and run the fetch again)")
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(dest)  # zipfile drops '..' and absolute parts of member names
-        done.write_text(url + "\n")
+        safe_extract(archive, dest, progress=progress)
+        done.write_text(remote.url + "\n")
         if not keep_archives:
             archive.unlink()
     return dest

@@ -71,18 +71,39 @@ class CaptionPairs(Dataset):
     (3, H, W) tensor that returns one of the same size) runs on every example as it is read:
     augmentation belongs here, on the worker processes, not in the training step. Mind that a
     horizontal flip swaps "left" and "right" in the captions (see ``vision.transforms``).
+
+    ``tokens`` gives each image's captions already tokenised, by image id ((K, max_words + 2)
+    each, from a cache such as ``CaptionData.caption_tokens`` for COCO); without it the
+    captions are tokenised here.
+
+    With ``rows`` (one row number per image of ``dataset``, (n,) int64), an example carries its
+    image's row in a feature cache instead of the picture: nothing is decoded, and the model's
+    encoder (``CachedFeatures``, ``MappedFeatures``) looks the features up.
     """
 
     def __init__(self, dataset, vocab: CaptionVocab, max_words: int, in_memory: bool = False,
-                 progress: bool = False, transform=None):
+                 progress: bool = False, transform=None, rows: torch.Tensor | None = None,
+                 tokens: dict[int, torch.Tensor] | None = None):
         self.dataset, self.vocab, self.max_words = dataset, vocab, max_words
         self.transform = transform
-        by_id = dataset.captions_by_id()
-        refs = [by_id[i] for i in dataset.image_ids]
-        self.pairs = [(i, k) for i, r in enumerate(refs) for k in range(len(r))]
-        self.tokens = [vocab.encode_batch(r, max_words) for r in refs]  # per image (K, L)
+        if tokens is None:  # tokenise here: each image's captions (K, L)
+            by_id = dataset.captions_by_id()
+            self.tokens = [vocab.encode_batch(by_id[i], max_words) for i in dataset.image_ids]
+        else:  # tokenised before (and cached) by the dataset, by image id
+            self.tokens = [tokens[i] for i in dataset.image_ids]
+            if self.tokens and self.tokens[0].shape[1] != max_words + 2:
+                raise ValueError(f"the given tokens have {self.tokens[0].shape[1]} ids per caption, "
+                                 f"not max_words + 2 = {max_words + 2}")
+        self.pairs = [(i, k) for i, t in enumerate(self.tokens) for k in range(len(t))]
         self.images = None
-        if in_memory:
+        self.rows = rows
+        if rows is not None:
+            if rows.shape != (len(self.tokens),) or rows.dtype != torch.int64:
+                raise ValueError(f"rows must be (n,) int64 with one row per image ({len(self.tokens)}), "
+                                 f"got {rows.dtype} of shape {tuple(rows.shape)}")
+            if transform is not None:
+                raise ValueError("a transform changes pixels; cached features have none to change")
+        elif in_memory:
             from tqdm.auto import tqdm
 
             self.images = torch.stack([dataset.get_uint8(i)[0] for i in tqdm(
@@ -93,6 +114,8 @@ class CaptionPairs(Dataset):
 
     def __getitem__(self, j: int) -> dict:
         i, k = self.pairs[j]
+        if self.rows is not None:
+            return {"image": self.rows[i], "tokens": self.tokens[i][k]}  # a row number, ()
         image = self.images[i] if self.images is not None else self.dataset.get_uint8(i)[0]
         if self.transform is not None:
             image = self.transform(image)
@@ -100,7 +123,8 @@ class CaptionPairs(Dataset):
 
 
 def collate_captions(items: list[dict]) -> dict:
-    """Stack examples into a batch: images (B, 3, H, W) uint8, idx and targets (B, L - 1)."""
+    """Stack examples into a batch: images (B, 3, H, W) uint8 (or row numbers (B,) into cached
+    features), idx and targets (B, L - 1)."""
     idx, targets = caption_targets(torch.stack([it["tokens"] for it in items]))  # (B, L - 1) each
     return {"images": torch.stack([it["image"] for it in items]), "idx": idx, "targets": targets}
 

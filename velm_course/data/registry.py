@@ -12,7 +12,7 @@ Add a dataset by writing a function ``(cfg, seed, progress) -> CaptionData`` and
 in ``DATASETS``.
 
 >>> sorted(DATASETS)
-['coco', 'shapes']
+['coco', 'coco2017', 'shapes']
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .coco import CocoCaptions, coco_split
+import numpy as np
+
+from .coco import CocoCaptions, check_disjoint, coco_split
 
 
 @dataclass
@@ -39,6 +41,9 @@ class CaptionData:
     reference_rows: dict[str, dict[str, dict[int, str]]] = field(default_factory=dict)
     # what each image shows, by split: {split: {image_id: [object dicts]}}; empty for COCO
     scenes: dict[str, dict[int, list[dict]]] = field(default_factory=dict)
+    # (split, vocab, max_words) -> {image_id: its captions' token ids (K, max_words + 2)} from a
+    # cache that a second launch reads instead of tokenising again (COCO); None: tokenise here
+    caption_tokens: Callable | None = None
 
     def split(self, name: str) -> CocoCaptions:
         """The split ``name``: train, val, test or compositional."""
@@ -71,15 +76,37 @@ def _shapes(cfg, seed: int, progress: bool) -> CaptionData:
     )
 
 
-def _coco(cfg, seed: int, progress: bool) -> CaptionData:
+def _coco(cfg, seed: int, progress: bool, year: int = 2014) -> CaptionData:
     from ..profiles import data_dir
 
     root = Path(cfg.root) if cfg.root else data_dir() / "coco"
-    splits = {s: coco_split(root, s, image_size=cfg.image_size) for s in ("train", "val", "test")}
-    return CaptionData("coco", **splits)
+    splits = {s: coco_split(root, s, image_size=cfg.image_size, year=year) for s in ("train", "val", "test")}
+    # Karpathy's splits are disjoint; a damaged or hand-edited split file might not be, and a
+    # test image seen in training would make the test scores worthless
+    check_disjoint({name: split.image_ids for name, split in splits.items()})
+    return CaptionData("coco" if year == 2014 else f"coco{year}", **splits,
+                       caption_tokens=functools.partial(_cached_caption_tokens, root))
 
 
-DATASETS: dict[str, Callable] = {"shapes": _shapes, "coco": _coco}
+def _cached_caption_tokens(root: Path, split: str, vocab, max_words: int) -> dict:
+    """COCO's captions tokenised once with Hugging Face ``datasets`` (``data.hf_captions``) and
+    read back from the cache by later launches: 616k captions take seconds to tokenise."""
+    import torch
+
+    from .hf_captions import tokenized_captions
+
+    # the local dataset_coco.json, which the images' split came from (coco_split has read it):
+    # the hub's copy could differ from it, and the tokens must be those of these references
+    rows = tokenized_captions(root, vocab, split, max_len=max_words, offline=True, verbose=False)
+    tokens: dict[int, list] = {}
+    for image_id, ids in zip(rows["cocoid"], rows.with_format("numpy")["input_ids"], strict=True):
+        tokens.setdefault(int(image_id), []).append(ids)
+    return {image_id: torch.as_tensor(np.stack(ids)) for image_id, ids in tokens.items()}
+
+
+# COCO 2017: Karpathy's split over the 2017 image folders (the same images)
+DATASETS: dict[str, Callable] = {"shapes": _shapes, "coco": _coco,
+                                 "coco2017": functools.partial(_coco, year=2017)}
 
 
 def open_caption_data(cfg, seed: int = 0, progress: bool = False) -> CaptionData:

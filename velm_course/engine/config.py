@@ -27,7 +27,7 @@ from pathlib import Path
 
 CONFIG_VERSION = 2  # bump when a field changes meaning; older run folders are then refused
 
-DATASETS = ("shapes", "coco")
+DATASETS = ("shapes", "coco", "coco2017")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -37,7 +37,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "shapes"  # a name in velm_course.data.registry: "shapes" or "coco"
+    dataset: str = "shapes"  # a name in velm_course.data.registry: "shapes", "coco" or "coco2017"
     root: str | None = None  # dataset folder; None: the default under $VELM_DATA_DIR
     image_size: int = 64  # side of the square images the model sees
     n_train: int = 4000  # shapes only: generated training images
@@ -55,6 +55,10 @@ class ModelConfig:
     encoder: str = "small_cnn"  # image encoder, see velm_course.vision.encoders.ENCODER_NAMES
     pretrained: bool = False  # load the encoder's ImageNet weights
     freeze_encoder: bool = False  # keep the encoder's weights fixed
+    # with freeze_encoder: run the encoder once over every image into an on-disk cache (fp16
+    # shards under $VELM_DATA_DIR/features, reused by later runs) and train a projection and the
+    # decoder on the cached features; a step then costs the decoder's alone
+    feature_cache: bool = False
     d_model: int = 128  # width of image tokens, word embeddings and every block
     n_layer: int = 2  # decoder blocks
     n_head: int = 4  # attention heads per block
@@ -225,6 +229,9 @@ def validate(cfg: RunConfig) -> None:
         problems.append(f"unknown model.fusion {cfg.model.fusion!r}: choose from {list(FUSION_KINDS)}")
     if cfg.model.encoder not in ENCODER_NAMES:
         problems.append(f"unknown model.encoder {cfg.model.encoder!r}: choose from {list(ENCODER_NAMES)}")
+    if cfg.model.feature_cache and not cfg.model.freeze_encoder:
+        problems.append("model.feature_cache needs model.freeze_encoder: only a frozen encoder's features "
+                        "stay the same from one step to the next")
     if cfg.train.precision not in PRECISIONS:
         problems.append(f"unknown train.precision {cfg.train.precision!r}: choose from {list(PRECISIONS)}")
     if not (cfg.train.device in ("auto", "cpu", "cuda", "mps") or cfg.train.device.startswith("cuda:")):

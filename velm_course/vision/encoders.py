@@ -211,7 +211,8 @@ class Projected(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.proj = nn.Linear(encoder.out_dim, d_model)
-        self.image_size, self.out_dim = encoder.image_size, d_model
+        # cached features (row numbers in, features out) have no image size
+        self.image_size, self.out_dim = getattr(encoder, "image_size", None), d_model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grid, pooled = self.encoder(images)
@@ -333,8 +334,21 @@ class CachedFeatures(nn.Module):
         mode (``encode_images``), kept on the CPU: move the module to a device like any other."""
         return cls(*encode_images(encoder, images, batch_size))
 
+    @classmethod
+    def from_cache(cls, folder, image_ids=None) -> CachedFeatures:
+        """All of an on-disk feature cache (``velm_course.vision.feature_cache``) read into memory
+        as float32; for a cache larger than memory, serve it mapped with ``MappedFeatures``."""
+        from .feature_cache import FeatureCache
+
+        return cls(*FeatureCache.open(folder, image_ids).load())
+
     def forward(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if index.dtype not in (torch.int64, torch.int32) or index.dim() != 1:
-            raise TypeError(f"CachedFeatures takes row numbers (B,) as int64, got {index.dtype} of shape "
-                            f"{tuple(index.shape)}; pass the index of each image, not the image")
+        check_row_numbers(index, type(self).__name__)
         return self.grid[index], self.pooled[index]  # (B, N, D), (B, D)
+
+
+def check_row_numbers(index: torch.Tensor, who: str = "CachedFeatures") -> None:
+    """Cached features are looked up by row numbers (B,); an image batch passed by mistake is a TypeError."""
+    if index.dtype not in (torch.int64, torch.int32) or index.dim() != 1:
+        raise TypeError(f"{who} takes row numbers (B,) as int64, got {index.dtype} of shape "
+                        f"{tuple(index.shape)}; pass the index of each image, not the image")
