@@ -197,3 +197,32 @@ def test_coco_caption_tokens_come_from_the_datasets_cache(packed, tmp_path, monk
     # another vocabulary is tokenised afresh, never served the first one's ids
     again.caption_tokens("train", CaptionVocab.build(refs), max_words)
     assert len(calls) == len(refs)
+
+
+# ----------------------------------------------------------------------------------------------
+# A local stand-in for the COCO servers: fetch_coco's real path, offline
+
+@pytest.mark.parametrize("year", [2014, 2017])
+def test_mirror_then_fetch_gives_back_the_same_folder(packed, tmp_path, year):
+    from velm_course.data.coco import fetch_coco, mirror_coco
+    from velm_course.data.download import ChecksumError
+
+    remotes = mirror_coco(packed[year], tmp_path / "mirror", year=year)
+    assert [r.name for r in remotes] == [f"annotations_trainval{year}.zip", "caption_datasets.zip",
+                                         f"val{year}.zip", f"train{year}.zip"]
+    assert all(r.url.startswith("file://") and len(r.md5) == 32 and r.size > 0 for r in remotes)
+    again = mirror_coco(packed[year], tmp_path / "mirror2", year=year)  # the same bytes every time
+    assert [(r.size, r.md5) for r in again] == [(r.size, r.md5) for r in remotes]
+    fetched = fetch_coco(tmp_path / "fetched", remotes=remotes, progress=False)
+    original = sorted(p.relative_to(packed[year]) for p in packed[year].rglob("*") if p.is_file())
+    copied = sorted(p.relative_to(fetched) for p in fetched.rglob("*") if p.is_file() and not p.name.startswith("."))
+    assert copied == original
+    assert all((fetched / p).read_bytes() == (packed[year] / p).read_bytes() for p in original)
+    assert coco_split(fetched, "test", year=year).captions_by_id() == coco_split(packed[year], "test", year=year).captions_by_id()
+    # a mirror whose archive changed after its md5 was taken is refused
+    archive = tmp_path / "mirror" / remotes[0].name
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte, same size
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError):
+        fetch_coco(tmp_path / "again", remotes=remotes[:1], progress=False)

@@ -399,6 +399,10 @@ def test_run_config_round_trip_and_named_errors(tmp_path):
     del d["model"]["n_head"]
     with pytest.raises(ConfigError, match="missing field 'model.n_head'"):
         RunConfig.from_dict(d)
+    # a config written before model.feature_cache existed loads, with the default it ran with
+    d = replace(cfg, model=replace(cfg.model, feature_cache=False)).to_dict()
+    del d["model"]["feature_cache"]
+    assert RunConfig.from_dict(d).model.feature_cache is False
     d = cfg.to_dict()
     d["train"]["steps"] = "many"
     with pytest.raises(ConfigError, match="field 'train.steps' should be"):

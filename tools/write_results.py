@@ -47,7 +47,10 @@ BENCHMARKS = [
 ]
 COCO_TARGET = ("CIDEr-D ≥ 1.13 on the Karpathy test split within one hour of one A100/H100-class GPU, from cached "
                "features (ClipCap's 113.1 on the papers' scale)")
-COCO_COMMAND = "velm-course train --dataset coco --profile full && velm-course evaluate runs/<folder>"
+COCO_COMMAND = ("velm-course fetch coco && velm-course train --profile full --dataset coco --encoder resnet50 "
+                "--pretrained --freeze-encoder --feature-cache --image-size 224 --d-model 512 --n-layer 3 --n-head 8 "
+                "--batch-size 128 --lr 5e-4 --warmup 1000 --steps 40000 --run-dir runs/coco && "
+                "velm-course evaluate runs/coco --beam-width 3")
 
 
 def load(name: str) -> dict | None:

@@ -164,26 +164,31 @@ def cached_features(cfg: RunConfig, data, run_dir: Path, progress: bool = True):
     encoder share it and nothing else does. The backbone's weights are also saved in the run
     folder (``encoder.pt``): captioning new images needs the encoder itself.
     """
-    from .profiles import data_dir
-    from .vision.feature_cache import (
-        MappedFeatures,
-        build_feature_cache,
-        image_list_fingerprint,
-        weights_fingerprint,
-    )
+    from .vision.feature_cache import MappedFeatures, build_feature_cache
 
     backbone = frozen_backbone(cfg)
     if not (run_dir / "encoder.pt").exists():
         torch.save(backbone.state_dict(), run_dir / "encoder.pt")
     images = _AllSplits(data)
-    name = cfg.model.encoder + ("" if cfg.model.pretrained else "-random")
-    tag = f"{weights_fingerprint(backbone)[:8]}-{image_list_fingerprint(images, images.image_ids)[:8]}"
-    folder = data_dir() / "features" / f"{data.name}-{name}-{cfg.data.image_size}px-{tag}"
+    folder, name = feature_cache_folder(cfg, data, backbone)
     device = resolve_device(cfg.train.device)
     cache = build_feature_cache(backbone.to(device), images, folder, batch_size=cfg.eval.batch_size,
                                 encoder_name=name, progress=progress, num_workers=cfg.data.num_workers,
                                 autocast=device.type == "cuda")
     return MappedFeatures(cache), {split: images.rows(split) for split, _ in images.parts}, folder
+
+
+def feature_cache_folder(cfg: RunConfig, data, backbone: torch.nn.Module) -> tuple[Path, str]:
+    """Where a run's feature cache lives, and the encoder's name in it: one folder per dataset,
+    encoder, image size, weights and image list (``cached_features``), under
+    ``$VELM_DATA_DIR/features``."""
+    from .profiles import data_dir
+    from .vision.feature_cache import image_list_fingerprint, weights_fingerprint
+
+    images = _AllSplits(data)
+    name = cfg.model.encoder + ("" if cfg.model.pretrained else "-random")
+    tag = f"{weights_fingerprint(backbone)[:8]}-{image_list_fingerprint(images, images.image_ids)[:8]}"
+    return data_dir() / "features" / f"{data.name}-{name}-{cfg.data.image_size}px-{tag}", name
 
 
 def _encoder_for(cfg: RunConfig, features: torch.nn.Module | None) -> torch.nn.Module | None:
@@ -247,7 +252,7 @@ def caption_pairs(cfg: RunConfig, data, vocab: CaptionVocab, max_words: int, pro
     rows = rows or {}
 
     def tokens(split: str):
-        return data.caption_tokens(split, vocab, max_words) if data.caption_tokens is not None else None
+        return data.caption_tokens(split, vocab, max_words, progress) if data.caption_tokens is not None else None
 
     train_pairs = CaptionPairs(data.train, vocab, max_words, in_memory=in_memory, progress=progress,
                                rows=rows.get("train"), tokens=tokens("train"))

@@ -457,6 +457,40 @@ def pack_shapes_as_coco(shapes_root, dest, year: int = 2014) -> Path:
     return dest
 
 
+def mirror_coco(root, dest, year: int = 2014) -> list:
+    """Zip a folder in COCO's layout (``pack_shapes_as_coco``'s) into the archives the COCO
+    servers offer, laid out as theirs are, and return their ``download.Remote`` entries with
+    ``file://`` URLs, sizes and md5s: a local stand-in for the servers, so ``fetch_coco`` runs
+    its real path (checks, unpacking, markers) offline.
+
+    >>> remotes = mirror_coco(pack_shapes_as_coco(shapes_root, tmp / "coco"), tmp / "mirror")  # doctest: +SKIP
+    >>> fetch_coco(tmp / "fetched", remotes=remotes)                                            # doctest: +SKIP
+    """
+    import hashlib
+
+    root, dest = Path(root), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    members = {  # archive -> what it holds, as on the servers
+        f"annotations_trainval{year}.zip": sorted((root / "annotations").glob(f"captions_*{year}.json")),
+        "caption_datasets.zip": [root / "dataset_coco.json"],
+        f"val{year}.zip": sorted((root / f"val{year}").iterdir()),
+        f"train{year}.zip": sorted((root / f"train{year}").iterdir()),
+    }
+    remotes = []
+    for name, files in members.items():
+        archive = dest / name
+        # images are compressed already: store them; the JSON compresses well
+        method = zipfile.ZIP_DEFLATED if name.startswith(("annotations", "caption")) else zipfile.ZIP_STORED
+        with zipfile.ZipFile(archive, "w", method) as zf:
+            for path in files:
+                # a fixed timestamp: the same files give the same bytes, so the same md5, every time
+                info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+                zf.writestr(info, path.read_bytes(), compress_type=method)
+        md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+        remotes.append(Remote(name, archive.resolve().as_uri(), archive.stat().st_size, md5))
+    return remotes
+
+
 # ----------------------------------------------------------------------------------------------
 # Downloading
 

@@ -41,7 +41,7 @@ class CaptionData:
     reference_rows: dict[str, dict[str, dict[int, str]]] = field(default_factory=dict)
     # what each image shows, by split: {split: {image_id: [object dicts]}}; empty for COCO
     scenes: dict[str, dict[int, list[dict]]] = field(default_factory=dict)
-    # (split, vocab, max_words) -> {image_id: its captions' token ids (K, max_words + 2)} from a
+    # (split, vocab, max_words, progress) -> {image_id: its captions' token ids (K, max_words + 2)} from a
     # cache that a second launch reads instead of tokenising again (COCO); None: tokenise here
     caption_tokens: Callable | None = None
 
@@ -88,16 +88,24 @@ def _coco(cfg, seed: int, progress: bool, year: int = 2014) -> CaptionData:
                        caption_tokens=functools.partial(_cached_caption_tokens, root))
 
 
-def _cached_caption_tokens(root: Path, split: str, vocab, max_words: int) -> dict:
+def _cached_caption_tokens(root: Path, split: str, vocab, max_words: int, progress: bool = False) -> dict:
     """COCO's captions tokenised once with Hugging Face ``datasets`` (``data.hf_captions``) and
     read back from the cache by later launches: 616k captions take seconds to tokenise."""
+    import datasets
     import torch
 
     from .hf_captions import tokenized_captions
 
-    # the local dataset_coco.json, which the images' split came from (coco_split has read it):
-    # the hub's copy could differ from it, and the tokens must be those of these references
-    rows = tokenized_captions(root, vocab, split, max_len=max_words, offline=True, verbose=False)
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        # the local dataset_coco.json, which the images' split came from (coco_split has read it):
+        # the hub's copy could differ from it, and the tokens must be those of these references
+        rows = tokenized_captions(root, vocab, split, max_len=max_words, offline=True, verbose=False)
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
     tokens: dict[int, list] = {}
     for image_id, ids in zip(rows["cocoid"], rows.with_format("numpy")["input_ids"], strict=True):
         tokens.setdefault(int(image_id), []).append(ids)

@@ -158,6 +158,11 @@ def _type_ok(value, tp) -> bool:
     return isinstance(value, tp)
 
 
+# fields added after a config version, whose default reproduces what configs written before
+# them did: such a config (a run folder, a recorded experiment) still loads, with the default
+ADDED_FIELDS = {"model.feature_cache"}
+
+
 def _from_dict(cls, d, source: str, prefix: str):
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the config'} must be an object, got {type(d).__name__}")
@@ -172,6 +177,8 @@ def _from_dict(cls, d, source: str, prefix: str):
         raise ConfigError(f"{source}: unknown field(s) {[prefix + u for u in unknown]}")
     kwargs = {}
     for f in fields(cls):
+        if f.name not in d and prefix + f.name in ADDED_FIELDS:
+            continue  # written before the field existed: its default is what that run did
         if f.name not in d:
             raise ConfigError(f"{source}: missing field {prefix + f.name!r}")
         value, tp = d[f.name], hints[f.name]
