@@ -226,3 +226,31 @@ def test_mirror_then_fetch_gives_back_the_same_folder(packed, tmp_path, year):
     archive.write_bytes(bytes(data))
     with pytest.raises(ChecksumError):
         fetch_coco(tmp_path / "again", remotes=remotes[:1], progress=False)
+
+
+def test_a_gone_karpathy_zip_says_where_to_put_the_split_file(tmp_path):
+    """Karpathy's zip is on a personal page that has answered 404 before: say what to do, keep the rest."""
+    import http.server
+    import threading
+
+    from velm_course.data.coco import fetch_coco
+    from velm_course.data.download import KARPATHY_SPLIT, Remote
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gone = Remote(KARPATHY_SPLIT.name, f"http://127.0.0.1:{server.server_address[1]}/caption_datasets.zip")
+    try:
+        with pytest.raises(DatasetNotFoundError, match="answers 404.*Put a copy of dataset_coco.json"):
+            fetch_coco(tmp_path / "coco", remotes=[gone], progress=False)
+        (tmp_path / "coco" / "dataset_coco.json").write_text('{"images": []}')  # placed by hand
+        fetch_coco(tmp_path / "coco", remotes=[gone], progress=False)  # now skipped, no request made
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -160,11 +160,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .data.registry import open_caption_data
+    from .engine.trainer import resolve_device
     from .eval.captioning import caption_images, rows_table, score_rows
     from .pipeline import load_captioner
 
     run_dir = Path(args.run_dir)
     model, vocab, config = load_captioner(run_dir, args.which)
+    model.to(resolve_device("auto"))  # a GPU where there is one: beam search over 5,000 COCO images
     data = open_caption_data(config.data, seed=config.train.seed)
     ds = data.split(args.split)
     refs = ds.captions_by_id()

@@ -19,6 +19,7 @@ a malformed annotation file raises ``DatasetFormatError`` naming the file and th
 from __future__ import annotations
 
 import json
+import urllib.error
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .download import COCO_2014, COCO_2017, Remote, download, safe_extract
+from .download import COCO_2014, COCO_2017, KARPATHY_SPLIT, Remote, download, safe_extract
 
 # The official files, with sizes and checksums, are the tables in ``download.py``;
 # {file name: url} of COCO 2014 stays here for code that imports it.
@@ -518,10 +519,19 @@ def fetch_coco(dest, year: int = 2014, remotes: Sequence[Remote] | None = None, 
     for remote in remotes:
         name = remote.name
         archive, done = dest / name, dest / f".{name}.done"
-        if done.exists():
-            continue
+        if done.exists() or (name == KARPATHY_SPLIT.name and (dest / "dataset_coco.json").is_file()):
+            continue  # unpacked before, or Karpathy's split file put there by hand
         # reserve: unpacked JPEGs take about as much room as their zip, next to it until deleted
-        download(remote, dest, progress=progress, reserve=remote.size or 0)
+        try:
+            download(remote, dest, progress=progress, reserve=remote.size or 0)
+        except urllib.error.HTTPError as err:
+            if name != KARPATHY_SPLIT.name or err.code != 404:
+                raise
+            # Karpathy's zip lives on a personal university page, which has stopped serving it before
+            raise DatasetNotFoundError(
+                f"{remote.url} answers 404: Karpathy's split is not served there any more. Put a copy of "
+                f"dataset_coco.json (the Hugging Face dataset yerevann/coco-karpathy and several Kaggle datasets "
+                f"hold one) into {dest} and run the fetch again; the archives fetched so far are kept.") from None
         if not zipfile.is_zipfile(archive):  # e.g. an HTML error page, when no md5 is published
             archive.unlink()
             raise DatasetFormatError(
