@@ -164,31 +164,26 @@ def cached_features(cfg: RunConfig, data, run_dir: Path, progress: bool = True):
     encoder share it and nothing else does. The backbone's weights are also saved in the run
     folder (``encoder.pt``): captioning new images needs the encoder itself.
     """
-    from .vision.feature_cache import MappedFeatures, build_feature_cache
+    from .profiles import data_dir
+    from .vision.feature_cache import (
+        MappedFeatures,
+        build_feature_cache,
+        image_list_fingerprint,
+        weights_fingerprint,
+    )
 
     backbone = frozen_backbone(cfg)
     if not (run_dir / "encoder.pt").exists():
         torch.save(backbone.state_dict(), run_dir / "encoder.pt")
     images = _AllSplits(data)
-    folder, name = feature_cache_folder(cfg, data, backbone)
+    name = cfg.model.encoder + ("" if cfg.model.pretrained else "-random")
+    tag = f"{weights_fingerprint(backbone)[:8]}-{image_list_fingerprint(images, images.image_ids)[:8]}"
+    folder = data_dir() / "features" / f"{data.name}-{name}-{cfg.data.image_size}px-{tag}"
     device = resolve_device(cfg.train.device)
     cache = build_feature_cache(backbone.to(device), images, folder, batch_size=cfg.eval.batch_size,
                                 encoder_name=name, progress=progress, num_workers=cfg.data.num_workers,
                                 autocast=device.type == "cuda")
     return MappedFeatures(cache), {split: images.rows(split) for split, _ in images.parts}, folder
-
-
-def feature_cache_folder(cfg: RunConfig, data, backbone: torch.nn.Module) -> tuple[Path, str]:
-    """Where a run's feature cache lives, and the encoder's name in it: one folder per dataset,
-    encoder, image size, weights and image list (``cached_features``), under
-    ``$VELM_DATA_DIR/features``."""
-    from .profiles import data_dir
-    from .vision.feature_cache import image_list_fingerprint, weights_fingerprint
-
-    images = _AllSplits(data)
-    name = cfg.model.encoder + ("" if cfg.model.pretrained else "-random")
-    tag = f"{weights_fingerprint(backbone)[:8]}-{image_list_fingerprint(images, images.image_ids)[:8]}"
-    return data_dir() / "features" / f"{data.name}-{name}-{cfg.data.image_size}px-{tag}", name
 
 
 def _encoder_for(cfg: RunConfig, features: torch.nn.Module | None) -> torch.nn.Module | None:
