@@ -39,3 +39,33 @@ def tiny_vqa_data(tmp_path_factory):
     torch.manual_seed(0)
     encoder = CNNEncoder(CNNEncoderConfig(d_model=16, image_size=48, widths=(4, 8, 8, 16)))
     return root, load_shapes_vqa(root, encoder)
+
+
+@pytest.fixture
+def hf_caches_in_tmp(tmp_path, monkeypatch):
+    """Hugging Face's own caches in the test's folder (datasets read HF_HOME at import, hence
+    the config attribute as well as the variable)."""
+    import datasets
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_home" / "datasets"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_home" / "datasets")
+
+
+def coco_with_restval(folder, **shapes):
+    """A shapes set packed in COCO's layout under ``folder``, with every third training image
+    moved to Karpathy's restval split; returns the COCO root and the split file's contents."""
+    import json
+    from pathlib import Path
+
+    from velm_course.data.coco import pack_shapes_as_coco
+    from velm_course.data.shapes import ShapesConfig, generate_shapes
+
+    folder = Path(folder)
+    generated = generate_shapes(folder / "shapes", ShapesConfig(image_size=48, **shapes), progress=False)
+    root = pack_shapes_as_coco(generated, folder / "coco")
+    data = json.loads((root / "dataset_coco.json").read_text())
+    for img in [img for img in data["images"] if img["split"] == "train"][1::3]:
+        img["split"] = "restval"
+    (root / "dataset_coco.json").write_text(json.dumps(data))
+    return root, data

@@ -228,8 +228,9 @@ def test_mirror_then_fetch_gives_back_the_same_folder(packed, tmp_path, year):
         fetch_coco(tmp_path / "again", remotes=remotes[:1], progress=False)
 
 
-def test_a_gone_karpathy_zip_says_where_to_put_the_split_file(tmp_path):
-    """Karpathy's zip is on a personal page that has answered 404 before: say what to do, keep the rest."""
+def test_a_gone_karpathy_zip_says_where_to_put_the_split_file(tmp_path, monkeypatch):
+    """Karpathy's zip is on a personal page that has answered 404 before: say what to do, keep the rest.
+    (With the hub unreachable too; tests/test_karpathy_from_hub.py builds the file from the hub.)"""
     import http.server
     import threading
 
@@ -243,6 +244,7 @@ def test_a_gone_karpathy_zip_says_where_to_put_the_split_file(tmp_path):
         def log_message(self, *args):
             pass
 
+    monkeypatch.setattr("velm_course.text.hf_encoder.hub_reachable", lambda *a, **k: False)  # no network
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     gone = Remote(KARPATHY_SPLIT.name, f"http://127.0.0.1:{server.server_address[1]}/caption_datasets.zip")

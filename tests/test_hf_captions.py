@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import coco_with_restval
 
 from velm_course.data import hf_captions
 from velm_course.data.captions import BOS, EOS, PAD, CaptionVocab
 from velm_course.data.coco import (
     DatasetFormatError,
     DatasetNotFoundError,
-    pack_shapes_as_coco,
     read_karpathy_split,
 )
 from velm_course.data.hf_captions import (
@@ -32,34 +32,19 @@ from velm_course.data.hf_captions import (
     tokenized_captions,
     tokenizer_fingerprint,
 )
-from velm_course.data.shapes import ShapesConfig, generate_shapes
 
 SPLITS = ("train", "val", "test", "restval")
 MESSY = "  A Red circle, above.  "  # read_karpathy_split strips it; so must every source
 
 
-@pytest.fixture(autouse=True)
-def _hf_caches_in_tmp(tmp_path, monkeypatch):
-    """Hugging Face's own caches in the test's folder (datasets read HF_HOME at import, hence
-    the config attribute as well as the variable)."""
-    import datasets
-
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_home" / "datasets"))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_home" / "datasets")
+pytestmark = pytest.mark.usefixtures("hf_caches_in_tmp")  # Hugging Face's caches in each test's folder
 
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     """A COCO folder with a Karpathy ``dataset_coco.json`` holding train, restval, val and test."""
-    shapes = generate_shapes(tmp_path_factory.mktemp("shapes"),
-                             ShapesConfig(image_size=48, n_train=9, n_val=3, n_test=3, seed=5), progress=False)
-    root = pack_shapes_as_coco(shapes, tmp_path_factory.mktemp("coco") / "coco")
-    data = json.loads((root / "dataset_coco.json").read_text())
-    train = [img for img in data["images"] if img["split"] == "train"]
-    for img in train[1::3]:
-        img["split"] = "restval"
-    train[0]["sentences"][0]["raw"] = MESSY
+    root, data = coco_with_restval(tmp_path_factory.mktemp("coco"), n_train=9, n_val=3, n_test=3, seed=5)
+    next(img for img in data["images"] if img["split"] == "train")["sentences"][0]["raw"] = MESSY
     (root / "dataset_coco.json").write_text(json.dumps(data))
     return root
 

@@ -117,6 +117,25 @@ def test_causal_and_sees_the_image():
     assert not torch.allclose(a[:, 0], c[:, 0])  # another picture, other predictions from the start
 
 
+def test_the_blind_model_writes_the_same_whatever_the_picture():
+    torch.manual_seed(0)
+    model = GPT2Captioner(config(blind=True))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # the blind token and cross-attention far from zero
+    model.eval()
+    assert model.encoder is None
+    idx = torch.randint(3, V, (2, 6))
+    a, _ = model(torch.rand(2, 3, 64, 64), idx)
+    b, _ = model(torch.rand(2, 3, 64, 64), idx)
+    assert torch.equal(a, b)
+    with torch.no_grad():
+        model.blind_token.add_(1.0)  # but the token is read: GPT-2 cross-attends to it
+    assert not torch.allclose(model(torch.rand(2, 3, 64, 64), idx)[0], a)
+    rows = model.generate(torch.rand(2, 3, 64, 64))
+    assert torch.equal(rows[0], rows[1])  # two pictures, one caption
+
+
 def test_trains_through_the_engine_with_captioner_loss():
     torch.manual_seed(0)
     model = GPT2Captioner(config())
@@ -151,6 +170,11 @@ def test_offline_fallback_warns_and_can_be_refused(monkeypatch):
         load_gpt2("gpt2", vocab=vocab, allow_fallback=False)
     with pytest.raises(RuntimeError, match="pass vocab"):
         load_gpt2("gpt2")
+    # Hugging Face's own offline switch: the hub is not even probed
+    monkeypatch.setattr(hf_encoder, "hub_reachable", lambda *a, **k: pytest.fail("the hub was probed"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="HF_HUB_OFFLINE is set"):
+        assert load_gpt2("gpt2", vocab=vocab, config=config(vocab_size=len(vocab))).source == "random"
 
 
 def test_a_save_pretrained_folder_loads_back_the_same_logits(tmp_path):

@@ -195,7 +195,8 @@ def test_cli_options_map_onto_the_run_config():
         "coco", "cpu", 9, 3)
     assert (config.model.encoder, config.model.pretrained, config.model.freeze_encoder) == ("resnet18", True, True)
     assert (config.train.precision, config.train.compile, config.train.batch_size) == ("fp32", True, 4)
-    assert (config.model.dropout, config.eval.batch_size, config.data.image_size) == (0.2, 7, 128)
+    # the rest from the full profile's COCO preset (the recipe): 224-pixel images, not the shapes' 128
+    assert (config.model.dropout, config.eval.batch_size, config.data.image_size) == (0.2, 7, 224)
 
 
 def test_missing_coco_names_the_fetch_command(data_env, capsys):

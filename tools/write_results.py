@@ -47,10 +47,7 @@ BENCHMARKS = [
 ]
 COCO_TARGET = ("CIDEr-D ≥ 1.13 on the Karpathy test split within one hour of one A100/H100-class GPU, from cached "
                "features (ClipCap's 113.1 on the papers' scale)")
-COCO_COMMAND = ("velm-course fetch coco && velm-course train --profile full --dataset coco --encoder resnet50 "
-                "--pretrained --freeze-encoder --feature-cache --image-size 224 --d-model 512 --n-layer 3 --n-head 8 "
-                "--min-word-count 5 --max-words 16 --batch-size 128 --lr 5e-4 --warmup 1000 --steps 40000 "
-                "--val-every 2000 --val-batches 40 --checkpoint-every 1000 --num-workers 8 --run-dir runs/coco && "
+COCO_COMMAND = ("velm-course fetch coco && velm-course train --profile full --dataset coco --run-dir runs/coco && "
                 "velm-course evaluate runs/coco --beam-width 3")
 
 

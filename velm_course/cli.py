@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .engine.config import (
     DATASETS,
+    DECODERS,
     PRECISIONS,
     DataConfig,
     EvalConfig,
@@ -57,7 +58,7 @@ def _at_least(kind, minimum):
 _AT_LEAST_ONE = {"image_size", "n_train", "n_val", "n_test", "min_word_count", "max_words", "d_model",
                  "n_layer", "n_head", "steps", "batch_size", "grad_accum", "log_every", "val_batches",
                  }
-_CHOICES = {"dataset": DATASETS, "precision": PRECISIONS}
+_CHOICES = {"dataset": DATASETS, "precision": PRECISIONS, "decoder": DECODERS}
 
 
 def _option(section: str, name: str) -> str:
@@ -118,7 +119,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | None]:
         if args.profile and args.profile != base.profile:
             raise ValueError(f"{run_dir} was trained with profile {base.profile!r}, not {args.profile!r}")
     else:
-        base = get_profile(args.profile).run
+        # the dataset first: it may bring a preset (COCO in the full profile), which options then change
+        dataset = changes.get("data", {}).get("dataset")
+        base = get_profile(args.profile, **({"dataset": dataset} if dataset else {})).run
     config = replace(base, **{s: replace(getattr(base, s), **kw) for s, kw in changes.items()})
     return config, run_dir
 

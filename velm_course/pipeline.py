@@ -78,16 +78,50 @@ def new_run_dir(runs_dir: str | Path) -> Path:
 
 
 def _vocab(run_dir: Path, cfg: RunConfig, train_set) -> tuple[CaptionVocab, int]:
-    """The run's vocabulary: built from the training captions once, then read back."""
-    path = run_dir / "vocab.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        return CaptionVocab(saved["words"]), saved["max_words"]
+    """The run's tokenizer and its longest caption in tokens: built from the training captions
+    once, then read back from ``vocab.json``.
+
+    The course's decoder reads words (``CaptionVocab``). A GPT-2 decoder (``model.decoder``)
+    reads GPT-2's BPE tokens (``GPT2CaptionTokenizer``, with the same interface) when its
+    pretrained weights load, and the caption words when it falls back to random weights; its
+    config and tokenizer are saved in the run folder (``gpt2/``), so the run resumes and
+    reloads without the hub.
+    """
+    saved = _saved_vocab(run_dir)
+    if saved is not None:
+        return saved
     refs = [c for caps in train_set.captions_by_id().values() for c in caps]
     vocab = CaptionVocab.build(refs, min_count=cfg.data.min_word_count)
     max_words = cfg.data.max_words or max(len(normalize_caption(c).split()) for c in refs)
-    path.write_text(json.dumps({"words": vocab.to_list(), "max_words": max_words}))
-    return vocab, max_words
+    record = {"words": vocab.to_list(), "max_words": max_words}
+    if cfg.model.decoder == "gpt2":
+        from .multimodal.hf_gpt2 import GPT2CaptionTokenizer
+
+        loaded = _start_gpt2(cfg, vocab, max_words)
+        loaded.model.config.save_pretrained(run_dir / GPT2_FOLDER)
+        record["gpt2"] = {"name": cfg.model.gpt2_name, "source": loaded.source}
+        if isinstance(loaded.tokenizer, GPT2CaptionTokenizer):
+            loaded.tokenizer.tokenizer.save_pretrained(run_dir / GPT2_FOLDER)
+            # the same captions as a word limit keeps, counted in BPE tokens
+            kept = [c for c in refs if len(normalize_caption(c).split()) <= max_words]
+            record.update(words=None, tokenizer="gpt2-bpe", max_words=loaded.tokenizer.max_tokens(kept))
+    (run_dir / "vocab.json").write_text(json.dumps(record))
+    return _saved_vocab(run_dir)
+
+
+def _saved_vocab(run_dir: Path) -> tuple[CaptionVocab, int] | None:
+    """(tokenizer, longest caption in tokens) of a run folder, or None before ``_vocab`` ran."""
+    path = run_dir / "vocab.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("tokenizer") == "gpt2-bpe":
+        from transformers import AutoTokenizer
+
+        from .multimodal.hf_gpt2 import GPT2CaptionTokenizer
+
+        return GPT2CaptionTokenizer(AutoTokenizer.from_pretrained(str(run_dir / GPT2_FOLDER))), saved["max_words"]
+    return CaptionVocab(saved["words"]), saved["max_words"]
 
 
 def _uint8_images(dataset, limit: int | None = None, start: int = 0) -> torch.Tensor:
@@ -188,11 +222,62 @@ def cached_features(cfg: RunConfig, data, run_dir: Path, progress: bool = True):
 
 def _encoder_for(cfg: RunConfig, features: torch.nn.Module | None) -> torch.nn.Module | None:
     """The captioner's encoder: the cached features (or the frozen backbone itself, to caption
-    new images) followed by a trained projection to the decoder's width; None: build it from
-    the config as usual."""
+    new images) followed by a trained projection to the decoder's width (GPT-2 has its own);
+    None: build it from the config as usual."""
     from .vision.encoders import Projected
 
-    return None if features is None else Projected(features, cfg.model.d_model)
+    if features is None or cfg.model.decoder == "gpt2":
+        return features
+    return Projected(features, cfg.model.d_model)
+
+
+# ----------------------------------------------------------------------------------------------
+# A pretrained decoder: Hugging Face's GPT-2 (model.decoder = "gpt2")
+
+GPT2_FOLDER = "gpt2"  # in a run folder: the GPT-2's config and BPE tokenizer (no weights)
+
+
+def _start_gpt2(cfg: RunConfig, vocab: CaptionVocab, max_words: int):
+    """The GPT-2 a new run starts from (``load_gpt2``): ``model.gpt2_name``'s weights where they
+    load, else a small GPT-2 of RANDOM weights over the caption words, sized by the model
+    settings, with a warning."""
+    from .multimodal.hf_gpt2 import GPT2CaptionerConfig, load_gpt2
+
+    m = cfg.model
+    size = GPT2CaptionerConfig(vocab_size=len(vocab), n_embd=m.d_model, n_layer=m.n_layer, n_head=m.n_head,
+                               max_len=max_words + 2, dropout=m.dropout)
+    return load_gpt2(m.gpt2_name, vocab=vocab, config=size)
+
+
+def _gpt2_weights(run_dir: Path, tokenizer, prefix: str) -> torch.nn.Module:
+    """The GPT-2 of a run's training (the captioner's, and the blind baseline's with ``prefix``):
+    the pretrained weights again, so both start from them; or, for a random start or a training
+    about to continue from its checkpoint, the saved architecture with fresh weights (seeded by
+    the caller; a checkpoint then replaces them), so a resumed run needs no hub."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from .multimodal.hf_gpt2 import load_gpt2
+
+    saved = json.loads((run_dir / "vocab.json").read_text())["gpt2"]
+    if saved["source"] == "random" or (run_dir / f"{prefix}checkpoint.pt").exists():
+        return GPT2LMHeadModel(GPT2Config.from_pretrained(str(run_dir / GPT2_FOLDER)))
+    words = tokenizer if isinstance(tokenizer, CaptionVocab) else None  # a word-level GPT-2 folder
+    return load_gpt2(saved["name"], vocab=words, allow_fallback=False).model
+
+
+def gpt2_captioner(cfg: RunConfig, gpt2: torch.nn.Module, tokenizer, max_words: int, blind: bool = False,
+                   encoder: torch.nn.Module | None = None, pretrained_encoder: bool | None = None):
+    """A ``GPT2Captioner`` around ``gpt2`` for a run config: its sizes from GPT-2, the special
+    ids from the tokenizer, the image encoder from the model settings (or ``encoder``, such as
+    cached features, which GPT-2's input projection then reads)."""
+    from .multimodal.hf_gpt2 import GPT2Captioner, GPT2CaptionerConfig, LoadedGPT2, gpt2_config_for
+
+    m = cfg.model
+    pretrained = m.pretrained if pretrained_encoder is None else pretrained_encoder
+    base = GPT2CaptionerConfig(vocab_size=len(tokenizer), max_len=max_words + 2, image_size=cfg.data.image_size,
+                               encoder=m.encoder, pretrained_encoder=pretrained and encoder is None,
+                               freeze_encoder=m.freeze_encoder, blind=blind)
+    return GPT2Captioner(gpt2_config_for(LoadedGPT2(gpt2, tokenizer, ""), base), gpt2, encoder)
 
 
 def load_captioner(run_dir: str | Path, which: str = "best", prefix: str = "") -> tuple[Captioner, CaptionVocab, RunConfig]:
@@ -209,22 +294,35 @@ def load_captioner(run_dir: str | Path, which: str = "best", prefix: str = "") -
         raise FileNotFoundError(f"{path}: no such checkpoint; train one with: velm-course train --run-dir {run_dir}")
     state = load_checkpoint(path)
     config = RunConfig.from_dict(state["config"], source=str(path))
-    vocab = CaptionVocab(state["vocab"])
-    # the encoder's ImageNet weights, if any, are in the checkpoint: do not download them again
-    model_cfg = captioner_config(config, len(vocab), state["max_words"], blind=bool(prefix))
+    backbone = None
     if config.model.feature_cache and not prefix:
         # trained on cached features: the frozen backbone's weights are in encoder.pt
         backbone = frozen_backbone(replace(config, model=replace(config.model, pretrained=False)))
         backbone.load_state_dict(torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True))
-        model = Captioner(replace(model_cfg, freeze_encoder=False, pretrained=False),
-                          encoder=_encoder_for(config, backbone))
-        model.encoder.encoder.requires_grad_(False)
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not k.startswith("encoder.encoder.") for k in missing):
-            raise RuntimeError(f"{path} does not fit its config: missing {missing}, unexpected {unexpected}")
+    if config.model.decoder == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        vocab, max_words = _saved_vocab(run_dir)
+        gpt2 = GPT2LMHeadModel(GPT2Config.from_pretrained(str(run_dir / GPT2_FOLDER)))
+        # the encoder's ImageNet weights, if any, are in the checkpoint: do not download them again
+        model = gpt2_captioner(config, gpt2, vocab, max_words, blind=bool(prefix), encoder=backbone,
+                               pretrained_encoder=False)
     else:
-        model = Captioner(CaptionerConfig(**{**model_cfg.__dict__, "pretrained": False}))
+        vocab = CaptionVocab(state["vocab"])
+        model_cfg = captioner_config(config, len(vocab), state["max_words"], blind=bool(prefix))
+        model_cfg = replace(model_cfg, pretrained=False)
+        if backbone is not None:
+            model = Captioner(replace(model_cfg, freeze_encoder=False), encoder=_encoder_for(config, backbone))
+            model.encoder.encoder.requires_grad_(False)
+        else:
+            model = Captioner(model_cfg)
+    if backbone is None:
         model.load_state_dict(state["model"])
+    else:  # the backbone is not in the checkpoint (training read its cached features)
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        inside = "encoder." if config.model.decoder == "gpt2" else "encoder.encoder."
+        if unexpected or any(not k.startswith(inside) for k in missing):
+            raise RuntimeError(f"{path} does not fit its config: missing {missing}, unexpected {unexpected}")
     return model.eval(), vocab, config
 
 
@@ -274,19 +372,24 @@ def fit_captioner(
     them. Returns (model, history, training seconds, selected step)."""
     pin = torch.cuda.is_available() and cfg.train.device != "cpu"
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every run and every resume
-    model_cfg = captioner_config(cfg, len(vocab), max_words, blind)
-    if features is not None and not blind:
-        # the features are fixed already; the projection on top of them trains
-        model_cfg = replace(model_cfg, freeze_encoder=False, pretrained=False)
     encoder = None if blind else _encoder_for(cfg, features)
-    model = Captioner(model_cfg, encoder=encoder).to(memory_format=torch.channels_last)
+    if cfg.model.decoder == "gpt2":
+        model = gpt2_captioner(cfg, _gpt2_weights(run_dir, vocab, prefix), vocab, max_words, blind, encoder)
+    else:
+        model_cfg = captioner_config(cfg, len(vocab), max_words, blind)
+        if encoder is not None:
+            # the features are fixed already; the projection on top of them trains
+            model_cfg = replace(model_cfg, freeze_encoder=False, pretrained=False)
+        model = Captioner(model_cfg, encoder=encoder)
+    model = model.to(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     history = fit(
         model, captioner_loss,
         batch_loader(train_pairs, collate_captions, cfg.train.batch_size, cfg.train.seed, cfg.train.steps,
                      cfg.train.grad_accum, cfg.data.num_workers, pin),
         cfg.train, run_dir=run_dir, val_batches=val_batches, config=cfg.to_dict(),
-        extra_state={"vocab": vocab.to_list(), "max_words": max_words}, resume=True, prefix=prefix,
+        extra_state={"vocab": vocab.to_list() if isinstance(vocab, CaptionVocab) else None,  # BPE: in gpt2/
+                     "max_words": max_words}, resume=True, prefix=prefix,
         progress=progress, desc=f"training {'blind baseline' if blind else 'captioner'}", unit="tokens",
     )
     seconds = time.perf_counter() - t0

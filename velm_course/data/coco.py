@@ -496,7 +496,7 @@ def mirror_coco(root, dest, year: int = 2014) -> list:
 # Downloading
 
 def fetch_coco(dest, year: int = 2014, remotes: Sequence[Remote] | None = None, progress: bool = True,
-               keep_archives: bool = False) -> Path:
+               keep_archives: bool = False, karpathy_from_hub: bool = True) -> Path:
     """Download and unpack COCO captions of ``year`` (2014 or 2017) and Karpathy's split into
     ``dest``, or the files ``remotes`` names (``download.Remote``; tests use local URLs).
 
@@ -507,8 +507,15 @@ def fetch_coco(dest, year: int = 2014, remotes: Sequence[Remote] | None = None, 
     Archives are deleted after unpacking unless ``keep_archives``. COCO 2014 is ~20 GB of
     downloads and as much again unpacked (2017: ~20 GB too).
 
+    Karpathy's ``caption_datasets.zip`` is on a personal page that has answered 404 before. Then
+    (``karpathy_from_hub``) ``dataset_coco.json`` is rebuilt from the Hugging Face dataset
+    ``hf_captions.HUB_NAME`` (``hf_captions.write_karpathy_split_from_hub``; with the official
+    servers, its images per split must be Karpathy's 113,287 / 5,000 / 5,000); when that fails
+    too, ``DatasetNotFoundError`` says why and where to put a copy by hand.
+
     >>> fetch_coco("data/coco")  # doctest: +SKIP
     """
+    official = remotes is None  # the real COCO, whose Karpathy split has known counts
     if remotes is None:
         tables = {2014: COCO_2014, 2017: COCO_2017}
         if year not in tables:
@@ -528,10 +535,8 @@ def fetch_coco(dest, year: int = 2014, remotes: Sequence[Remote] | None = None, 
             if name != KARPATHY_SPLIT.name or err.code != 404:
                 raise
             # Karpathy's zip lives on a personal university page, which has stopped serving it before
-            raise DatasetNotFoundError(
-                f"{remote.url} answers 404: Karpathy's split is not served there any more. Put a copy of "
-                f"dataset_coco.json (the Hugging Face dataset yerevann/coco-karpathy and several Kaggle datasets "
-                f"hold one) into {dest} and run the fetch again; the archives fetched so far are kept.") from None
+            _karpathy_split_from_hub(dest, remote.url, official, karpathy_from_hub)
+            continue
         if not zipfile.is_zipfile(archive):  # e.g. an HTML error page, when no md5 is published
             archive.unlink()
             raise DatasetFormatError(
@@ -542,3 +547,24 @@ def fetch_coco(dest, year: int = 2014, remotes: Sequence[Remote] | None = None, 
         if not keep_archives:
             archive.unlink()
     return dest
+
+
+def _karpathy_split_from_hub(dest: Path, url: str, official: bool, use_hub: bool) -> None:
+    """``dest/dataset_coco.json`` built from the Hugging Face copy of Karpathy's split, after his
+    ``url`` answered 404; else ``DatasetNotFoundError`` naming both sources and where the file goes."""
+    from .hf_captions import HUB_NAME, KARPATHY_COCO_COUNTS, write_karpathy_split_from_hub
+
+    if use_hub:
+        try:
+            write_karpathy_split_from_hub(dest, expected_counts=KARPATHY_COCO_COUNTS if official else None)
+            return
+        except (DatasetNotFoundError, DatasetFormatError) as err:
+            why = " ".join(str(err).split())  # one line
+    else:
+        why = "not asked (karpathy_from_hub=False)"
+    raise DatasetNotFoundError(
+        f"{url} answers 404: Karpathy's split is not served there any more, and dataset_coco.json could not "
+        f"be built from its copy on the Hugging Face hub either ({why}). Put a copy of dataset_coco.json (the "
+        f"Hugging Face dataset {HUB_NAME} and several Kaggle datasets hold one) into {dest} and run the fetch "
+        f"again, or run it again where the hub can be reached (not with HF_HUB_OFFLINE=1); the archives "
+        f"fetched so far are kept.") from None

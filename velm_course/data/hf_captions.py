@@ -37,6 +37,10 @@ Local files are read with ``read_karpathy_split`` (its checks, its errors), and 
 saved with ``save_to_disk`` under a name made from the file's path, size and modification time
 (``source_fingerprint``), so a second launch does not parse the 140 MB of JSON again either.
 
+When Karpathy's own zip is gone (his page has answered 404), ``fetch_coco`` rebuilds
+``dataset_coco.json`` from the hub with ``write_karpathy_split_from_hub``: the hub's rows
+become his file's entries (``karpathy_json_from_hub``), written atomically and checked.
+
 ``tokenized_captions(ds_or_root, tokenizer, split, max_len)`` adds ``input_ids`` and
 ``length`` with ``Dataset.map(batched=True)``, written to a cache file named after the split,
 the rows' fingerprint (which follows the source file's size and modification time, see above),
@@ -64,6 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -72,7 +77,13 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .captions import BOS, EOS, PAD
-from .coco import KARPATHY_SPLITS, DatasetFormatError, DatasetNotFoundError, read_karpathy_split
+from .coco import (
+    KARPATHY_SPLITS,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    check_disjoint,
+    read_karpathy_split,
+)
 
 # yerevann/coco-karpathy: Karpathy's dataset_coco.json as parquet, one row per image, in the
 # splits train (82,783 images), validation, test (5,000 each) and restval (30,504). Its columns
@@ -176,6 +187,19 @@ def _library_offline() -> bool:
 def _from_hub(hub_name: str, split: str, cache_dir: Path, offline: bool | None, timeout: float):
     """(our rows, None) from the hub, or (None, why not). Online, a ``timeout``-second connection
     probe comes first, so a missing network costs seconds, not load_dataset's retries."""
+    hub, why_not = _open_hub(hub_name, HUB_SPLITS[split], cache_dir / "hub", offline, timeout)
+    if hub is None:
+        return None, why_not
+    try:
+        return hub_to_rows(hub, default_split=split), None
+    except Exception as err:  # a renamed dataset or column...
+        return None, f"{type(err).__name__}: {err}"
+
+
+def _open_hub(hub_name: str, hub_split: str, cache_dir: Path, offline: bool | None, timeout: float):
+    """(the hub's ``hub_split`` as loaded by ``_load_hub``, None), or (None, why not): skipped
+    offline unless ``load_dataset`` itself is offline (then it reads its cache), and online only
+    after a ``timeout``-second connection probe."""
     from urllib.parse import urlparse
 
     from ..text.hf_encoder import hub_reachable
@@ -188,9 +212,8 @@ def _from_hub(hub_name: str, split: str, cache_dir: Path, offline: bool | None, 
         if not hub_reachable(host, timeout):
             return None, f"{host} cannot be reached within {timeout:g} s"
     try:
-        hub = _load_hub(hub_name, HUB_SPLITS[split], cache_dir / "hub")
-        return hub_to_rows(hub, default_split=split), None
-    except Exception as err:  # offline without a cached copy, a proxy, a renamed dataset or column...
+        return _load_hub(hub_name, hub_split, cache_dir), None
+    except Exception as err:  # offline without a cached copy, a proxy, a renamed dataset...
         return None, f"{type(err).__name__}: {err}"
 
 
@@ -227,6 +250,203 @@ def _hub_batch_to_rows(batch, default_split: str) -> dict:
             for column in COLUMNS:
                 rows[column].append(row[column])
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Karpathy's dataset_coco.json rebuilt from the hub (for when his zip is gone)
+
+# every split of the hub, so that one load gives the whole file (datasets' "a+b" concatenates)
+HUB_ALL_SPLITS = "train+restval+validation+test"
+# images per split in Karpathy's COCO file; "train" includes restval, as in read_karpathy_split
+KARPATHY_COCO_COUNTS = {"train": 113_287, "val": 5_000, "test": 5_000}
+_HUB_REQUIRED = ("cocoid", "filepath", "filename", "split", "sentences")
+_HUB_SPLIT_NAMES = {"validation": "val"}  # a split column that spells val as the hub's split does
+
+
+def karpathy_json_from_hub(hub) -> dict:
+    """Karpathy's ``dataset_coco.json``, as a dict, from the hub's rows (one per image).
+
+    ``hub``: a ``datasets.Dataset`` with yerevann/coco-karpathy's columns (``cocoid``,
+    ``filepath``, ``filename``, ``split`` and ``sentences`` are needed; ``imgid`` and ``sentids``
+    are used when present; ``url`` and others are ignored), a ``DatasetDict`` of such splits, or
+    any iterable of row dicts. ``sentences`` holds strings or Karpathy's {"raw": ...} dicts.
+    Pure: it reads and writes nothing else.
+
+    Each row becomes Karpathy's entry {"filepath", "sentids", "filename", "imgid", "split",
+    "sentences": [{"tokens", "raw", "imgid", "sentid"}, ...], "cocoid"} and the dict is
+    {"images": [...], "dataset": "coco"}, which ``read_karpathy_split`` reads (it needs
+    ``split``, ``filename``, ``filepath``, ``cocoid`` and each sentence's ``raw``). Karpathy's
+    ``imgid`` is the image's place in his file: when the rows carry unique integer imgids (the
+    hub's do), they are kept and the images put back in that order; otherwise the images keep
+    the rows' order and are numbered 0, 1, ... Likewise ``sentids`` are kept when they are unique
+    integers, one per sentence, else numbered afresh. ``tokens`` are the caption's lower-case
+    words (``normalize_caption``), close to Karpathy's but not identical: nothing in this package
+    reads ``tokens``, every reader takes ``raw``.
+
+    Raises ``DatasetFormatError`` (and builds nothing) when a column is missing (``split``
+    included: without it no split file can be written), a split is not one of Karpathy's four
+    (the hub's "validation" is read as "val"), a value has the wrong type, or an image id is in
+    two splits, or twice in one.
+
+    >>> rows = [{"cocoid": 391895, "filepath": "val2014", "filename": "COCO_val2014_000000391895.jpg",
+    ...          "imgid": 0, "split": "test", "sentids": [770337], "sentences": ["A man rides a bike."],
+    ...          "url": "http://images.cocodataset.org/val2014/COCO_val2014_000000391895.jpg"}]
+    >>> image = karpathy_json_from_hub(rows)["images"][0]
+    >>> image["filepath"], image["filename"], image["split"], image["cocoid"], image["sentids"]
+    ('val2014', 'COCO_val2014_000000391895.jpg', 'test', 391895, [770337])
+    >>> image["sentences"]
+    [{'tokens': ['a', 'man', 'rides', 'a', 'bike'], 'raw': 'A man rides a bike.', 'imgid': 0, 'sentid': 770337}]
+    >>> karpathy_json_from_hub([{**rows[0], "split": "train"}, rows[0]])
+    Traceback (most recent call last):
+    ...
+    velm_course.data.coco.DatasetFormatError: the hub rows are not a Karpathy split: 1 image(s) are in both train and test, e.g. image id 391895
+    """
+    from .captions import normalize_caption
+
+    rows = _hub_image_rows(hub)
+    seen: dict[int, tuple[str, int]] = {}  # cocoid -> (split, row)
+    images = []
+    for i, row in enumerate(rows):
+        where = f"hub row {i}"
+        split = _HUB_SPLIT_NAMES.get(row["split"], row["split"])
+        if split not in KARPATHY_SPLITS:
+            raise DatasetFormatError(f"{where}: split {split!r} is not one of Karpathy's {KARPATHY_SPLITS}")
+        cocoid = _hub_int(row["cocoid"], "cocoid", where)
+        filename, filepath = row["filename"], row["filepath"] or ""
+        if not isinstance(filename, str) or not filename or not isinstance(filepath, str):
+            raise DatasetFormatError(f"{where}: filename and filepath should be strings, got "
+                                     f"{filename!r} and {filepath!r}")
+        if seen.get(cocoid, (None,))[0] == split:
+            raise DatasetFormatError(f"{where}: image id {cocoid} is in {split} twice (also hub row {seen[cocoid][1]})")
+        seen.setdefault(cocoid, (split, i))
+        raws = [s["raw"] if isinstance(s, dict) else s for s in row["sentences"] or []]
+        if not all(isinstance(raw, str) for raw in raws):
+            raise DatasetFormatError(f"{where}: sentences should be strings or {{'raw': ...}} dicts")
+        images.append({"filepath": filepath, "filename": filename, "split": split, "cocoid": cocoid, "raws": raws,
+                       "imgid": row.get("imgid"), "sentids": row.get("sentids")})
+    by_split = {s: [img["cocoid"] for img in images if img["split"] == s] for s in KARPATHY_SPLITS}
+    try:
+        check_disjoint(by_split)
+    except DatasetFormatError as err:
+        raise DatasetFormatError(f"the hub rows are not a Karpathy split: {err}") from None
+
+    imgids = [img["imgid"] for img in images]
+    if _unique_ints(imgids):
+        images.sort(key=lambda img: img["imgid"])  # Karpathy's order
+    else:
+        for k, img in enumerate(images):
+            img["imgid"] = k
+    sentids = [img["sentids"] for img in images]
+    if not (all(isinstance(ids, list) and len(ids) == len(img["raws"]) for ids, img in zip(sentids, images, strict=True))
+            and _unique_ints([sid for ids in sentids for sid in ids])):
+        first = 0
+        for img in images:
+            img["sentids"] = list(range(first, first + len(img["raws"])))
+            first += len(img["raws"])
+    entries = []
+    for img in images:
+        sentences = [{"tokens": normalize_caption(raw).split(), "raw": raw, "imgid": int(img["imgid"]),
+                      "sentid": int(sid)}
+                     for raw, sid in zip(img["raws"], img["sentids"], strict=True)]
+        entries.append({"filepath": img["filepath"], "sentids": [int(sid) for sid in img["sentids"]],
+                        "filename": img["filename"], "imgid": int(img["imgid"]), "split": img["split"], "sentences": sentences,
+                        "cocoid": img["cocoid"]})
+    return {"images": entries, "dataset": "coco"}
+
+
+def _hub_image_rows(hub) -> list[dict]:
+    """The rows of a Dataset, of every split of a DatasetDict, or of an iterable of dicts, with
+    the columns that ``karpathy_json_from_hub`` needs checked to be there."""
+    parts = list(hub.values()) if isinstance(hub, dict) else [hub]  # a DatasetDict is a dict
+    rows = []
+    for part in parts:
+        if hasattr(part, "column_names") and hasattr(part, "select_columns"):  # a datasets.Dataset
+            _check_hub_columns(part.column_names)
+            kept = [c for c in (*_HUB_REQUIRED, "imgid", "sentids") if c in part.column_names]
+            columns = part.select_columns(kept).to_dict()
+            rows += [dict(zip(kept, values, strict=True)) for values in zip(*(columns[c] for c in kept), strict=True)]
+        else:
+            for row in part:
+                _check_hub_columns(list(row))
+                rows.append(row)
+    return rows
+
+
+def _check_hub_columns(names: list[str]) -> None:
+    missing = [c for c in _HUB_REQUIRED if c not in names]
+    if "split" in missing:
+        raise DatasetFormatError(f"the hub rows have no 'split' column (they have {names}); each image's "
+                                 "split is needed to write a Karpathy split file")
+    if missing:
+        raise DatasetFormatError(f"the hub rows have no column(s) {missing}; they have {names}")
+
+
+def _hub_int(value, name: str, where: str) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise DatasetFormatError(f"{where}: {name} should be an integer, got {value!r}")
+    return int(value)
+
+
+def _unique_ints(values: list) -> bool:
+    return (all(hasattr(v, "__index__") and not isinstance(v, bool) for v in values)
+            and len(set(values)) == len(values))
+
+
+def karpathy_counts(data: dict) -> dict[str, int]:
+    """Images per split of a Karpathy file's dict, as ``read_karpathy_split`` counts them (train
+    with restval): ``{"train": ..., "val": ..., "test": ...}``."""
+    counts = {"train": 0, "val": 0, "test": 0}
+    for img in data["images"]:
+        counts["train" if img["split"] == "restval" else img["split"]] += 1
+    return counts
+
+
+def write_karpathy_split_from_hub(dest, hub_name: str = HUB_NAME, cache_dir=None, offline: bool | None = None,
+                                  hub_timeout: float = 2.0, expected_counts: dict[str, int] | None = None,
+                                  verbose: bool = True) -> Path:
+    """Write ``dest/dataset_coco.json`` from the hub dataset ``hub_name`` (all four of its
+    splits, converted by ``karpathy_json_from_hub``) and return its path.
+
+    The hub is asked as ``karpathy_captions`` asks it (``offline``, ``hub_timeout``; the download
+    is kept in ``cache_dir/hub``, default ``default_cache_dir()``, where ``karpathy_captions``
+    finds it too). The file is written under a temporary name in ``dest``, read back with
+    ``read_karpathy_split``, its images per split compared with the rows' (and with
+    ``expected_counts`` when given, e.g. ``KARPATHY_COCO_COUNTS``), and only then renamed to
+    ``dataset_coco.json`` (``os.replace``): a failure leaves no file behind, half-written or not.
+    Prints where the split came from (``verbose``).
+
+    Raises ``DatasetNotFoundError`` when the hub cannot be used (offline, unreachable, a failed
+    load: the message says which) and ``DatasetFormatError`` when its rows are not a Karpathy
+    split or do not have the expected counts.
+    """
+    dest = Path(dest)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    hub, why_not = _open_hub(hub_name, HUB_ALL_SPLITS, cache_dir / "hub", offline, hub_timeout)
+    if hub is None:
+        raise DatasetNotFoundError(f"the Hugging Face dataset {hub_name} could not be loaded: {why_not}")
+    data = karpathy_json_from_hub(hub)
+    counts = karpathy_counts(data)
+    if expected_counts is not None and counts != dict(expected_counts):
+        raise DatasetFormatError(f"the Hugging Face dataset {hub_name} has {counts} images per split (train with "
+                                 f"restval), not Karpathy's {dict(expected_counts)}")
+    dest.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(dir=dest, prefix=f".{SPLIT_FILE}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        read_back = {split: len(read_karpathy_split(part, split)) for split in counts}
+        if read_back != counts:
+            raise DatasetFormatError(f"{SPLIT_FILE} from {hub_name} reads back as {read_back} images per split, "
+                                     f"not the rows' {counts}")
+        os.replace(part, dest / SPLIT_FILE)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+    if verbose:
+        print(f"{SPLIT_FILE} written from the Hugging Face dataset {hub_name} ({len(data['images']):,} images: "
+              f"{counts['train']:,} train with restval, {counts['val']:,} val, {counts['test']:,} test) "
+              f"into {dest}")
+    return dest / SPLIT_FILE
 
 
 def _split_member(zip_path: Path) -> str:

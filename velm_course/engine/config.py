@@ -28,6 +28,7 @@ from pathlib import Path
 CONFIG_VERSION = 2  # bump when a field changes meaning; older run folders are then refused
 
 DATASETS = ("shapes", "coco", "coco2017")
+DECODERS = ("course", "gpt2")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -64,6 +65,12 @@ class ModelConfig:
     n_head: int = 4  # attention heads per block
     dropout: float = 0.1  # dropout in the decoder while training
     fusion: str = "cross_attention"  # where the image enters the decoder: concat, prefix, cross_attention, co_attention
+    # "gpt2": Hugging Face's GPT-2 reads the image through cross-attention, starting from
+    # gpt2_name's weights (pretrained where they load; offline, RANDOM weights over the caption
+    # words sized by d_model, n_layer, n_head, with a warning); d_model, n_layer, n_head then
+    # size only that fallback, and fusion must be cross_attention
+    decoder: str = "course"  # "course" (the course's Transformer decoder) or "gpt2"
+    gpt2_name: str = "gpt2"  # decoder gpt2: a hub name (gpt2, gpt2-medium...) or a save_pretrained folder
 
 
 @dataclass
@@ -160,7 +167,7 @@ def _type_ok(value, tp) -> bool:
 
 # fields added after a config version, whose default reproduces what configs written before
 # them did: such a config (a run folder, a recorded experiment) still loads, with the default
-ADDED_FIELDS = {"model.feature_cache"}
+ADDED_FIELDS = {"model.feature_cache", "model.decoder", "model.gpt2_name"}
 
 
 def _from_dict(cls, d, source: str, prefix: str):
@@ -236,6 +243,11 @@ def validate(cfg: RunConfig) -> None:
         problems.append(f"unknown model.fusion {cfg.model.fusion!r}: choose from {list(FUSION_KINDS)}")
     if cfg.model.encoder not in ENCODER_NAMES:
         problems.append(f"unknown model.encoder {cfg.model.encoder!r}: choose from {list(ENCODER_NAMES)}")
+    if cfg.model.decoder not in DECODERS:
+        problems.append(f"unknown model.decoder {cfg.model.decoder!r}: choose from {list(DECODERS)}")
+    elif cfg.model.decoder == "gpt2" and cfg.model.fusion != "cross_attention":
+        problems.append(f"model.decoder 'gpt2' reads the image through cross-attention only, not "
+                        f"{cfg.model.fusion}: set model.fusion to cross_attention")
     if cfg.model.feature_cache and not cfg.model.freeze_encoder:
         problems.append("model.feature_cache needs model.freeze_encoder: only a frozen encoder's features "
                         "stay the same from one step to the next")

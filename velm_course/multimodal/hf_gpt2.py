@@ -76,6 +76,7 @@ class GPT2CaptionerConfig:
     bos_id: int = BOS  # the decoder's first input (GPT-2's BPE: <|endoftext|>)
     eos_id: int = EOS  # "stop writing" (GPT-2's BPE: <|endoftext|> as well)
     pad_id: int = PAD  # fills finished captions (GPT-2's BPE: id 0, "!")
+    blind: bool = False  # True: never look at the image (the no-vision baseline, as Captioner's)
 
 
 def small_gpt2(config: GPT2CaptionerConfig) -> nn.Module:
@@ -115,8 +116,14 @@ class GPT2Captioner(CaptionDecoding, nn.Module):
         self.bos_id, self.eos_id, self.pad_id = config.bos_id, config.eos_id, config.pad_id
         # the one rule: <pad> and <bos> are never a next word, unless <bos> is also <eos> (GPT-2's BPE)
         self.banned_tokens = tuple(sorted({config.pad_id, config.bos_id} - {config.eos_id}))
-        self.encoder = encoder or build_image_encoder(config.encoder, config.image_dim, config.image_size,
-                                                      pretrained=config.pretrained_encoder)
+        if config.blind:
+            # one learned "image" token that carries nothing about the picture: cross-attention
+            # to it adds the same vector to every caption, so GPT-2 writes from the words alone
+            self.encoder = None
+            self.blind_token = nn.Parameter(torch.zeros(1, 1, hf.n_embd))
+            return
+        self.encoder = encoder if encoder is not None else build_image_encoder(
+            config.encoder, config.image_dim, config.image_size, pretrained=config.pretrained_encoder)
         if config.freeze_encoder:
             self.encoder.requires_grad_(False)
         self.image_proj = nn.Linear(self.encoder.out_dim, hf.n_embd)  # D -> C: GPT-2's width
@@ -125,13 +132,19 @@ class GPT2Captioner(CaptionDecoding, nn.Module):
 
     def train(self, mode: bool = True) -> GPT2Captioner:
         super().train(mode)
-        if self.config.freeze_encoder:
+        if self.encoder is not None and self.config.freeze_encoder:
             self.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
         return self
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The image as GPT-2 reads it: grid tokens (B, N, C) and a pooled vector (B, C), both
-        projected to GPT-2's width and layer-normalised. GPT-2 attends to the grid only."""
+        projected to GPT-2's width and layer-normalised. GPT-2 attends to the grid only.
+
+        The blind model gets its one learned token as both (N = 1), whatever the picture.
+        """
+        if self.encoder is None:
+            token = self.blind_token.expand(images.shape[0], -1, -1)  # (B, 1, C)
+            return token, token[:, 0]
         grid, pooled = self.encoder(images)  # (B, N, D), (B, D)
         return self.ln_image(self.image_proj(grid)), self.ln_image(self.image_proj(pooled))  # (B, N, C), (B, C)
 

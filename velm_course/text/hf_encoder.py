@@ -117,8 +117,12 @@ T = TypeVar("T")  # whatever a loader returns
 def local_or_hub(name: str, load: Callable[[str, str], T]) -> tuple[T | None, list[str]]:
     """``load(name, source)`` from a local folder of that name, else from the hub where it can be
     reached; (None, the reasons why not) when neither worked, so the caller can fall back."""
+    from ..data.hf_captions import hub_offline
+
     if Path(name).is_dir():
         return load(name, f"local:{name}"), []
+    if hub_offline():  # Hugging Face's own switch: no connection is even tried
+        return None, ["HF_HUB_OFFLINE is set"]
     if not hub_reachable():
         return None, ["the Hugging Face hub cannot be reached"]
     try:

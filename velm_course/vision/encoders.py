@@ -15,8 +15,9 @@ Encoders by name (``build_image_encoder``):
     course_vit           the course's own ViT (velm_course.vision.vit): patch tokens, class token pooled
     resnet18, resnet50   torchvision ResNets: the last feature map is the grid
     vit_b_16             torchvision's ViT-B/16: patch tokens, class token pooled
+    clip                 CLIP ViT-B/32's vision tower (``transformers``): patch tokens, class token pooled
 
-``pretrained=True`` loads torchvision's ImageNet weights where they can be downloaded (Colab,
+``pretrained=True`` loads torchvision's ImageNet weights (CLIP's own for ``clip``) where they can be downloaded (Colab,
 a workstation). Where they cannot (no internet) it raises a clear error, or, only when asked
 with ``fallback_to_random=True``, warns loudly and continues from random weights.
 
@@ -38,7 +39,7 @@ from torch import nn
 
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb
 
-ENCODER_NAMES = ("small_cnn", "course_vit", "resnet18", "resnet50", "vit_b_16")
+ENCODER_NAMES = ("small_cnn", "course_vit", "resnet18", "resnet50", "vit_b_16", "clip")
 
 
 class ImageEncoder(nn.Module):
@@ -219,6 +220,45 @@ class Projected(nn.Module):
         return self.proj(grid), self.proj(pooled)
 
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the normalisation CLIP was trained with
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_CHECKPOINT = "openai/clip-vit-base-patch32"
+
+
+class CLIPVisionEncoder(ImageEncoder):
+    """CLIP's vision tower (``transformers``): the patch tokens of the last layer as the grid,
+    the layer-normed class token (``pooler_output``, what CLIP projects into its joint space)
+    as the pooled vector. The grid is not layer-normed; decoders normalise their inputs anyway.
+
+    ``pretrained`` loads ``CLIP_CHECKPOINT`` (ViT-B/32, 224×224 images, a 7×7 grid) from the
+    Hugging Face hub or its cache; otherwise the same architecture gets random weights.
+    """
+
+    def __init__(self, image_size: int = 224, pretrained: bool = False, fallback_to_random: bool = False):
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        model = None
+        if pretrained:
+            if image_size != 224:
+                raise ValueError(f"pretrained CLIP expects 224×224 images, got image_size={image_size}")
+            try:
+                model = CLIPVisionModel.from_pretrained(CLIP_CHECKPOINT)
+            except Exception as err:  # no network and no copy in ~/.cache/huggingface, a proxy...
+                message = (f"could not load {CLIP_CHECKPOINT} ({type(err).__name__}: {err}). Without internet "
+                           "use pretrained=False, or fallback_to_random=True to continue from random weights.")
+                if not fallback_to_random:
+                    raise RuntimeError(message) from err
+                warnings.warn(message + " Continuing from RANDOM weights.", stacklevel=2)
+        if model is None:
+            model = CLIPVisionModel(CLIPVisionConfig(image_size=image_size))
+        super().__init__(image_size, CLIP_MEAN, CLIP_STD, model.config.hidden_size)
+        self.model = model
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(pixel_values=x)
+        return out.last_hidden_state[:, 1:], out.pooler_output  # (B, N, D), (B, D)
+
+
 def build_image_encoder(
     name: str,
     d_model: int | None = None,
@@ -246,6 +286,8 @@ def build_image_encoder(
         encoder = TorchvisionResNetEncoder(name, image_size or 224, pretrained, fallback_to_random)
     elif name == "vit_b_16":
         encoder = TorchvisionViTEncoder(name, image_size or 224, pretrained, fallback_to_random)
+    elif name == "clip":
+        encoder = CLIPVisionEncoder(image_size or 224, pretrained, fallback_to_random)
     else:
         raise ValueError(f"unknown image encoder {name!r}; choose from {ENCODER_NAMES}")
     return encoder if d_model in (None, encoder.out_dim) else Projected(encoder, d_model)

@@ -55,7 +55,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .encoders import ImageEncoder, build_image_encoder, check_row_numbers, encode_images
+from .encoders import (  # noqa: F401  (CLIP's names: imported from here before they moved)
+    CLIP_CHECKPOINT,
+    CLIPVisionEncoder,
+    ImageEncoder,
+    build_image_encoder,
+    check_row_numbers,
+    encode_images,
+)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -423,39 +430,6 @@ class MappedFeatures(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # The frozen encoders worth caching
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the normalisation CLIP was trained with
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CLIP_CHECKPOINT = "openai/clip-vit-base-patch32"
-
-
-class CLIPVisionEncoder(ImageEncoder):
-    """CLIP's vision tower (``transformers``): the patch tokens of the last layer as the grid,
-    the layer-normed class token (``pooler_output``, what CLIP projects into its joint space)
-    as the pooled vector. The grid is not layer-normed; decoders normalise their inputs anyway."""
-
-    def __init__(self, model, image_size: int):
-        super().__init__(image_size, CLIP_MEAN, CLIP_STD, model.config.hidden_size)
-        self.model = model
-
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(pixel_values=x)
-        return out.last_hidden_state[:, 1:], out.pooler_output  # (B, N, D), (B, D)
-
-
-def _clip_encoder(pretrained: bool, image_size: int) -> CLIPVisionEncoder:
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    if not pretrained:
-        return CLIPVisionEncoder(CLIPVisionModel(CLIPVisionConfig(image_size=image_size)), image_size)
-    if image_size != 224:
-        raise ValueError(f"pretrained CLIP expects 224×224 images, got image_size={image_size}")
-    try:
-        model = CLIPVisionModel.from_pretrained(CLIP_CHECKPOINT)
-    except Exception as err:  # no network and no copy in ~/.cache/huggingface, a proxy...
-        raise RuntimeError(f"could not load {CLIP_CHECKPOINT} ({type(err).__name__}: {err}).") from err
-    return CLIPVisionEncoder(model, image_size)
-
-
 def encoder_for_cache(name: str, pretrained: bool = True, image_size: int = 224) -> nn.Module:
     """A frozen encoder (eval mode, no gradients) to build a feature cache with.
 
@@ -473,8 +447,6 @@ def encoder_for_cache(name: str, pretrained: bool = True, image_size: int = 224)
         raise ValueError(f"unknown encoder {name!r} for a feature cache; choose from {CACHE_ENCODER_NAMES}")
 
     def build(pretrained: bool) -> nn.Module:
-        if name == "clip":
-            return _clip_encoder(pretrained, image_size)
         return build_image_encoder(name, image_size=image_size, pretrained=pretrained)
 
     try:
