@@ -31,6 +31,12 @@ engine's host synchronisation (``.item()``), so queued GPU work is counted.
    bf16. The cached encoder is the captioner's own frozen one, ResNet-50 and its projection to
    d, since a cache must give the decoder's width; ResNet-50's raw 2048-wide grid is 4× the bytes.
 
+4. The recipe (``--profile full --dataset coco``, ``profiles.DATASET_PRESETS``): GPT-2 small with
+   its 50,257 BPE tokens, cross-attending to CLIP ViT-B/32's 7×7 grid of 768-wide features held
+   in device memory as ``CachedFeatures.from_cache`` serves a feature cache (random values), in
+   fp32 and bf16: steps/s, and the hours the preset's steps would take at that rate
+   (training only: not the cache build, validation or evaluation).
+
 Peak GPU memory (``torch.cuda.max_memory_allocated``) per row. The targets are observations,
 never asserts. Rows are recorded for benchmarks/RESULTS.md (``_record.py``); ``--smoke`` does
 not record unless ``--record`` is given.
@@ -75,6 +81,8 @@ COLUMNS = {
     "data_path": ["data path", "sizes", "loader alone (images/s)", "training (images/s)",
                   "vs device-resident batches", "data wait", "peak memory", "note"],
     "feature_cache": ["what", "sizes", "images/s", "steps/s", "vs from pixels", "peak memory", "note"],
+    "recipe": ["what", "sizes", "steps/s", "images/s", "vs fp32", "hours for the preset's steps", "peak memory",
+               "note"],
     "targets": ["target", "measured", "observation"],
 }
 
@@ -90,6 +98,8 @@ class Sizes:
     n_layer: int = 3
     n_head: int = 8
     gpt2: tuple[int, int, int] = (768, 12, 12)  # GPT-2 small: width, blocks, heads
+    gpt2_vocab: int = 50_257  # GPT-2's BPE tokens (the recipe's decoder)
+    clip_grid: tuple[int, int] = (49, 768)  # CLIP ViT-B/32 at 224 px: 7×7 grid tokens, width
     batch_size: int = 128
     warmup: int = 10  # steps of the first logged window, left out; also the logging window
     steps: int = 60  # measured steps (rounded up to whole windows)
@@ -107,7 +117,8 @@ class Sizes:
 
 
 FULL = Sizes()
-SMOKE = Sizes(image_size=32, vocab_words=200, d_model=16, n_layer=1, n_head=2, gpt2=(16, 1, 2), batch_size=2,
+SMOKE = Sizes(image_size=32, vocab_words=200, d_model=16, n_layer=1, n_head=2, gpt2=(16, 1, 2), gpt2_vocab=300,
+              clip_grid=(4, 16), batch_size=2,
               warmup=1, steps=2, jpegs=8, jpeg_sizes=((96, 72), (72, 96)), cache_images=8, cache_batch=4)
 
 
@@ -237,6 +248,17 @@ def gpt2_captioner(sizes: Sizes) -> torch.nn.Module:
     cfg = GPT2CaptionerConfig(vocab_size=sizes.vocab_size, n_embd=width, n_layer=blocks, n_head=heads,
                               max_len=sizes.max_words + 2, image_size=sizes.image_size, encoder="resnet50")
     return GPT2Captioner(cfg).to(memory_format=torch.channels_last)
+
+
+def recipe_captioner(sizes: Sizes, features) -> torch.nn.Module:
+    """The COCO recipe's captioner: GPT-2 (with its BPE vocabulary) on cached grid features."""
+    from velm_course.multimodal.hf_gpt2 import GPT2Captioner, GPT2CaptionerConfig
+
+    torch.manual_seed(0)
+    width, blocks, heads = sizes.gpt2
+    cfg = GPT2CaptionerConfig(vocab_size=sizes.gpt2_vocab, n_embd=width, n_layer=blocks, n_head=heads,
+                              max_len=sizes.max_words + 2, freeze_encoder=True)
+    return GPT2Captioner(cfg, encoder=features)
 
 
 def per_image_loss(model, batch):
@@ -629,6 +651,48 @@ def _run(args: argparse.Namespace, sizes: Sizes, device: torch.device, workers: 
             "images/s": _rate(r.get("images_per_s")), "steps/s": _rate(r.get("steps_per_s")),
             "vs from pixels": _ratio(ratio), "peak memory": _mib(m and m["peak_mib"]), "note": note})
     publish("feature_cache")
+
+    # 4. the recipe: GPT-2 small on cached CLIP features ------------------------------------------
+    from velm_course.profiles import get_profile
+    from velm_course.vision.encoders import CachedFeatures
+
+    preset = get_profile("full", dataset="coco").run.train
+    n_grid, grid_width = sizes.clip_grid
+    generator = torch.Generator().manual_seed(11)
+    # CLIP's features as CachedFeatures.from_cache serves a cache: (n, N, D) and (n, D), read as float32
+    clip_features = CachedFeatures(torch.randn(sizes.cache_images, n_grid, grid_width, generator=generator),
+                                   torch.randn(sizes.cache_images, grid_width, generator=generator))
+    rows_for_recipe = torch.Generator().manual_seed(12)
+    recipe_batches = device_batches(sizes, device, lambda k: torch.randint(
+        0, sizes.cache_images, (sizes.batch_size,), generator=rows_for_recipe))
+    recipe_text = (f"GPT-2 {sizes.gpt2[0]}×{sizes.gpt2[1]} (V={sizes.gpt2_vocab:,}) on cached CLIP ViT-B/32 features "
+                   f"({n_grid}×{grid_width}, in device memory)")
+    recipe = {}
+    for precision, label, reason in (("fp32", f"fp32{tf32}", None), ("bf16", "bf16 autocast", bf16_reason)):
+        def run(precision=precision, reason=reason):
+            if reason:
+                raise Skipped(reason)
+            model = recipe_captioner(sizes, clip_features)
+            return train_through_engine(model, recipe_batches, sizes, device, precision, sizes.steps)
+
+        recipe[precision] = (label, *attempt(f"[4] {recipe_text}, {label}", run))
+    raw["recipe"], tables["recipe"] = [], []
+    for precision, (label, m, note) in recipe.items():
+        r = rates(m) if m else {}
+        ref = recipe["fp32"][1]
+        ratio = r["images_per_s"] / rates(ref)["images_per_s"] if m and ref else None
+        hours = preset.steps / r["steps_per_s"] / 3600 if m else None
+        same_batch = sizes.batch_size == preset.batch_size
+        raw["recipe"].append({"key": precision, "measurement": m, "vs_fp32": ratio, "hours": hours, "note": note, **r})
+        tables["recipe"].append({
+            "what": f"{recipe_text}, {label}", "sizes": f"{size_text}; {window_text}",
+            "steps/s": _rate(r.get("steps_per_s")), "images/s": _rate(r.get("images_per_s")), "vs fp32": _ratio(ratio),
+            "hours for the preset's steps": (f"{hours:.2f} h for {preset.steps:,} steps"
+                                             + ("" if same_batch else f" (of {sizes.batch_size}, not the preset's "
+                                                f"{preset.batch_size})")) if hours is not None else "–",
+            "peak memory": _mib(m and m["peak_mib"]), "note": note})
+    publish("recipe")
+    clip_features = None  # its device memory back before the compiled rows
 
     # 1, continued: compile and GPT-2 -----------------------------------------------------------
     for key in variants:

@@ -158,3 +158,21 @@ def test_a_failing_row_is_noted_on_a_gpu_run_and_raises_in_a_smoke_run():
     assert bench.run_row("row", lambda: {"images": 1}, cpu, strict=True) == ({"images": 1}, "")
     with pytest.raises(RuntimeError, match="out of memory"):
         bench.run_row("row", boom, cpu, strict=True)
+
+
+def test_recipe_rows_give_the_presets_hours_from_the_measured_rate(smoke):
+    from velm_course.profiles import get_profile
+
+    out, _ = smoke
+    sizes = out["sizes"]
+    preset = get_profile("full", dataset="coco").run.train
+    raw = {r["key"]: r for r in out["raw"]["recipe"]}
+    assert list(raw) == ["fp32", "bf16"]
+    fp32 = raw["fp32"]
+    check_measurement(fp32["measurement"], sizes, sizes.steps)
+    check_rates(fp32)
+    assert fp32["vs_fp32"] == 1.0 and close(fp32["hours"], preset.steps / fp32["steps_per_s"] / 3600)
+    assert raw["bf16"]["measurement"] is None and raw["bf16"]["note"].startswith("skipped: ")
+    shown = out["tables"]["recipe"]["rows"]
+    assert shown[0]["hours for the preset's steps"].startswith(f"{fp32['hours']:.2f} h for {preset.steps:,} steps")
+    assert "GPT-2" in shown[0]["what"] and f"V={sizes.gpt2_vocab:,}" in shown[0]["what"]

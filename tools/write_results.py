@@ -39,6 +39,7 @@ BENCHMARKS = [
     ("coco_gpu", "benchmarks/bench_coco_gpu.py", {"precision": "Precision, COCO sizes, batches on the device",
                                                   "data_path": "Synthetic COCO JPEGs through the DataLoader",
                                                   "feature_cache": "The feature cache",
+                                                  "recipe": "The COCO recipe: GPT-2 small on cached CLIP features",
                                                   "targets": "Targets (observations)"}),
     ("captioner", "benchmarks/bench_captioner.py", {"speed": None}),
     ("transformer", "benchmarks/bench_transformer.py", {"gpt_training": None}),
