@@ -194,6 +194,20 @@ def test_frozen_encoder_gets_no_gradient_and_keeps_batchnorm_statistics():
     assert torch.equal(stats, model.encoder.conv_stack[0][1].running_mean)
 
 
+def test_a_frozen_backbone_still_trains_its_projection_to_the_decoder_width():
+    """A torchvision backbone wider than d_model gets a new projection (``Projected``): freezing
+    the encoder keeps the backbone's weights, not that random map."""
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig(vocab_size=12, d_model=16, n_layer=1, n_head=2, max_len=8, image_size=32,
+                                      encoder="resnet18", freeze_encoder=True)).train()
+    assert model.encoder.encoder.out_dim == 512 and model.frozen_part() is model.encoder.encoder
+    assert not model.encoder.encoder.training
+    _, loss = model(torch.rand(2, 3, 32, 32), torch.randint(3, 12, (2, 5)), torch.randint(3, 12, (2, 5)))
+    loss.backward()
+    assert all(p.grad is None for p in model.encoder.encoder.parameters())
+    assert model.encoder.proj.weight.grad is not None and model.encoder.proj.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("fusion", FUSION_KINDS)
 def test_cached_decoding_equals_recomputation(fusion):
     torch.manual_seed(0)

@@ -37,7 +37,7 @@ from torch import nn
 from ..data.captions import BOS, EOS, PAD
 from ..decoding import ban_tokens, beam_search, generate, generators, token_logprobs
 from ..nn import KVCache, check_token_ids, init_transformer_, lm_loss
-from ..vision.encoders import build_image_encoder
+from ..vision.encoders import Projected, build_image_encoder
 from .fusion import FusionConfig, build_fusion
 
 
@@ -206,10 +206,10 @@ class Captioner(CaptionDecoding, nn.Module):
             self.encoder = None
             self.blind_token = nn.Parameter(torch.zeros(1, 1, c))
         else:
-            self.encoder = encoder or build_image_encoder(
+            self.encoder = encoder if encoder is not None else build_image_encoder(
                 config.encoder, c, config.image_size, pretrained=config.pretrained)
             if config.freeze_encoder:
-                self.encoder.requires_grad_(False)
+                self.frozen_part().requires_grad_(False)
             self.ln_image = nn.LayerNorm(c)
         self.tok_emb = nn.Embedding(config.vocab_size, c)
         self.pos_emb = nn.Embedding(config.max_len, c)
@@ -224,8 +224,13 @@ class Captioner(CaptionDecoding, nn.Module):
     def train(self, mode: bool = True) -> Captioner:
         super().train(mode)
         if self.encoder is not None and self.config.freeze_encoder:
-            self.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
+            self.frozen_part().eval()  # a frozen encoder keeps its BatchNorm statistics too
         return self
+
+    def frozen_part(self) -> nn.Module:
+        """What ``freeze_encoder`` keeps fixed: the encoder's backbone. A projection to the decoder's
+        width (``Projected``, built when the backbone's width is not ``d_model``) is new, and trains."""
+        return self.encoder.encoder if isinstance(self.encoder, Projected) else self.encoder
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The image as the decoder sees it: grid tokens (B, N, C) and a pooled vector (B, C).
