@@ -34,7 +34,8 @@ engine's host synchronisation (``.item()``), so queued GPU work is counted.
 4. The recipe (``--profile full --dataset coco``, ``profiles.DATASET_PRESETS``): GPT-2 small with
    its 50,257 BPE tokens, cross-attending to CLIP ViT-B/32's 7×7 grid of 768-wide features held
    in device memory as ``CachedFeatures.from_cache`` serves a feature cache (random values), in
-   fp32 and bf16: steps/s, and the hours the preset's steps would take at that rate
+   fp32 and bf16, captions padded to 30 tokens as the run pads them to its longest (an assumed
+   length for COCO's captions of up to 16 words): steps/s, and the hours the preset's steps would take at that rate
    (training only: not the cache build, validation or evaluation).
 
 Peak GPU memory (``torch.cuda.max_memory_allocated``) per row. The targets are observations,
@@ -100,6 +101,9 @@ class Sizes:
     gpt2: tuple[int, int, int] = (768, 12, 12)  # GPT-2 small: width, blocks, heads
     gpt2_vocab: int = 50_257  # GPT-2's BPE tokens (the recipe's decoder)
     clip_grid: tuple[int, int] = (49, 768)  # CLIP ViT-B/32 at 224 px: 7×7 grid tokens, width
+    # the recipe's batches are padded to its longest caption in GPT-2 tokens (<|endoftext|> at both ends):
+    # COCO's longest caption of at most 16 words, about 30 tokens (an assumption, as notebook 12's estimate)
+    recipe_tokens: int = 30
     batch_size: int = 128
     warmup: int = 10  # steps of the first logged window, left out; also the logging window
     steps: int = 60  # measured steps (rounded up to whole windows)
@@ -663,7 +667,9 @@ def _run(args: argparse.Namespace, sizes: Sizes, device: torch.device, workers: 
     clip_features = CachedFeatures(torch.randn(sizes.cache_images, n_grid, grid_width, generator=generator),
                                    torch.randn(sizes.cache_images, grid_width, generator=generator))
     rows_for_recipe = torch.Generator().manual_seed(12)
-    recipe_batches = device_batches(sizes, device, lambda k: torch.randint(
+    # captions of 12 to recipe_tokens - 2 tokens, padded to recipe_tokens
+    recipe_sizes = replace(sizes, max_words=sizes.recipe_tokens - 2)
+    recipe_batches = device_batches(recipe_sizes, device, lambda k: torch.randint(
         0, sizes.cache_images, (sizes.batch_size,), generator=rows_for_recipe))
     recipe_text = (f"GPT-2 {sizes.gpt2[0]}×{sizes.gpt2[1]} (V={sizes.gpt2_vocab:,}) on cached CLIP ViT-B/32 features "
                    f"({n_grid}×{grid_width}, in device memory)")
@@ -672,8 +678,8 @@ def _run(args: argparse.Namespace, sizes: Sizes, device: torch.device, workers: 
         def run(precision=precision, reason=reason):
             if reason:
                 raise Skipped(reason)
-            model = recipe_captioner(sizes, clip_features)
-            return train_through_engine(model, recipe_batches, sizes, device, precision, sizes.steps)
+            model = recipe_captioner(recipe_sizes, clip_features)
+            return train_through_engine(model, recipe_batches, recipe_sizes, device, precision, sizes.steps)
 
         recipe[precision] = (label, *attempt(f"[4] {recipe_text}, {label}", run))
     raw["recipe"], tables["recipe"] = [], []
@@ -685,7 +691,8 @@ def _run(args: argparse.Namespace, sizes: Sizes, device: torch.device, workers: 
         same_batch = sizes.batch_size == preset.batch_size
         raw["recipe"].append({"key": precision, "measurement": m, "vs_fp32": ratio, "hours": hours, "note": note, **r})
         tables["recipe"].append({
-            "what": f"{recipe_text}, {label}", "sizes": f"{size_text}; {window_text}",
+            "what": f"{recipe_text}, {label}",
+            "sizes": f"{size_text}, captions padded to {sizes.recipe_tokens} tokens; {window_text}",
             "steps/s": _rate(r.get("steps_per_s")), "images/s": _rate(r.get("images_per_s")), "vs fp32": _ratio(ratio),
             "hours for the preset's steps": (f"{hours:.2f} h for {preset.steps:,} steps"
                                              + ("" if same_batch else f" (of {sizes.batch_size}, not the preset's "

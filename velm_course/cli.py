@@ -155,7 +155,7 @@ def print_metrics(metrics: dict) -> None:
     if "nll" in metrics:
         nll = metrics["nll"]
         print(f"\nvalidation cross-entropy: captioner {nll['model']:.3f}, blind {nll['blind']:.3f} "
-              f"nats per token: the image is worth {nll['image_worth']:.3f} nats per word")
+              f"nats per token: the image is worth {nll['image_worth']:.3f} nats per token")
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -48,7 +48,11 @@ def check_token_ids(idx: torch.Tensor, vocab_size: int | None = None, max_len: i
     """
     if idx.dim() != 2 or idx.dtype != torch.long:
         raise ValueError(f"idx must be a (B, T) tensor of token ids (int64), got {idx.dtype} {tuple(idx.shape)}")
-    if vocab_size is not None and idx.numel() and (idx.min() < 0 or idx.max() >= vocab_size):
+    # the ids' values only on the CPU: on a GPU, reading them back would make the host wait for
+    # the device at every step; an id out of range there still stops the run (CUDA's device-side
+    # assert in the embedding lookup), with a less friendly message
+    if (vocab_size is not None and idx.numel() and idx.device.type == "cpu"
+            and (idx.min() < 0 or idx.max() >= vocab_size)):
         raise ValueError(f"idx holds ids outside [0, {vocab_size})")
     if max_len is not None and past + idx.shape[1] > max_len:
         raise ValueError(
