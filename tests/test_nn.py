@@ -64,6 +64,11 @@ def test_check_token_ids_names_the_problem():
     with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
         check_token_ids(torch.tensor([[-1, 0]]), vocab_size=3)
     check_token_ids(torch.zeros(2, 0, dtype=torch.long), vocab_size=3)  # empty is fine
+    # off the CPU the values are not read back (that would make the host wait for a GPU every step):
+    # a meta tensor has no values, so reading them would raise
+    check_token_ids(torch.empty(2, 4, dtype=torch.long, device="meta"), vocab_size=3, max_len=4)
+    with pytest.raises(ValueError, match="longer than"):  # the shape is still checked
+        check_token_ids(torch.empty(2, 5, dtype=torch.long, device="meta"), vocab_size=3, max_len=4)
     with pytest.raises(ValueError, match="context of 6 tokens is longer than max_len=5"):
         check_token_ids(ok, max_len=5, past=2)
     with pytest.raises(ValueError, match="longer than block_size=3"):
