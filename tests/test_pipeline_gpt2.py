@@ -157,3 +157,24 @@ def test_coco_in_the_full_profile_brings_the_recipe_and_options_still_win():
 def test_gpt2_needs_cross_attention(capsys):
     assert cli.main(["train", "--decoder", "gpt2", "--fusion", "prefix", "--no-progress"]) == 2
     assert "reads the image through cross-attention only" in capsys.readouterr().err
+
+
+def test_the_full_coco_recipe_runs_end_to_end_at_toy_sizes(data_env):
+    """``--profile full --dataset coco`` as on a GPU (CLIP's grid cached, GPT-2 reading it), with
+    only what a CPU test cannot afford changed: random CLIP weights, 64-pixel images, two steps."""
+    shapes = ensure_shapes(ShapesConfig(image_size=64, n_train=12, n_val=4, n_test=4, seed=1),
+                           data_root=data_env / "data", progress=False)
+    coco = pack_shapes_as_coco(shapes, data_env / "coco")
+    run = data_env / "run"
+    with pytest.warns(UserWarning, match="RANDOM weights over the caption words"):
+        assert cli.main(["train", "--profile", "full", "--dataset", "coco", "--root", str(coco), "--run-dir", str(run),
+                         "--no-pretrained", "--image-size", "64", "--min-word-count", "1", "--num-workers", "0",
+                         "--steps", "2", "--warmup", "1", "--batch-size", "4", "--val-every", "1", "--val-batches", "1",
+                         "--device", "cpu", "--no-progress"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"]["encoder"], config["model"]["decoder"], config["model"]["feature_cache"]) == (
+        "clip", "gpt2", True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "coco-clip-random-64px-" in metrics["feature_cache"] and metrics["n_images"] == {"test": 4}
+    model, _, _ = pipeline.load_captioner(run)
+    assert type(model.encoder).__name__ == "CLIPVisionEncoder"  # captions new images through CLIP itself
