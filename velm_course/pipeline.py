@@ -249,18 +249,23 @@ def _start_gpt2(cfg: RunConfig, vocab: CaptionVocab, max_words: int):
     return load_gpt2(m.gpt2_name, vocab=vocab, config=size)
 
 
+def _gpt2_architecture(run_dir: Path) -> torch.nn.Module:
+    """The run's GPT-2 as saved in its folder (``gpt2/config.json``), with fresh weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config.from_pretrained(str(run_dir / GPT2_FOLDER)))
+
+
 def _gpt2_weights(run_dir: Path, tokenizer, prefix: str) -> torch.nn.Module:
     """The GPT-2 of a run's training (the captioner's, and the blind baseline's with ``prefix``):
     the pretrained weights again, so both start from them; or, for a random start or a training
     about to continue from its checkpoint, the saved architecture with fresh weights (seeded by
     the caller; a checkpoint then replaces them), so a resumed run needs no hub."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from .multimodal.hf_gpt2 import load_gpt2
 
     saved = json.loads((run_dir / "vocab.json").read_text())["gpt2"]
     if saved["source"] == "random" or (run_dir / f"{prefix}checkpoint.pt").exists():
-        return GPT2LMHeadModel(GPT2Config.from_pretrained(str(run_dir / GPT2_FOLDER)))
+        return _gpt2_architecture(run_dir)
     words = tokenizer if isinstance(tokenizer, CaptionVocab) else None  # a word-level GPT-2 folder
     return load_gpt2(saved["name"], vocab=words, allow_fallback=False).model
 
@@ -300,12 +305,9 @@ def load_captioner(run_dir: str | Path, which: str = "best", prefix: str = "") -
         backbone = frozen_backbone(replace(config, model=replace(config.model, pretrained=False)))
         backbone.load_state_dict(torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True))
     if config.model.decoder == "gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-
         vocab, max_words = _saved_vocab(run_dir)
-        gpt2 = GPT2LMHeadModel(GPT2Config.from_pretrained(str(run_dir / GPT2_FOLDER)))
         # the encoder's ImageNet weights, if any, are in the checkpoint: do not download them again
-        model = gpt2_captioner(config, gpt2, vocab, max_words, blind=bool(prefix), encoder=backbone,
+        model = gpt2_captioner(config, _gpt2_architecture(run_dir), vocab, max_words, blind=bool(prefix), encoder=backbone,
                                pretrained_encoder=False)
     else:
         vocab = CaptionVocab(state["vocab"])
